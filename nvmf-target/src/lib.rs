@@ -1,0 +1,1 @@
+//! NVMe/TCP target. Built by the nvmf-target issue; empty until then.

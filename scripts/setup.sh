@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs everything the tests need on a fresh Debian machine (run as root, or with sudo
+# available). Idempotent: packages and targets already present are skipped.
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
+    echo "setup: not root and no sudo; install by hand: apt-get install $*" >&2
+  fi
+fi
+
+APT_PACKAGES=(thin-provisioning-tools)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: apt-get install ${missing[*]}"
+  $SUDO apt-get update -qq || true
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+fi
+
+RUST_TARGETS=(x86_64-unknown-none)
+installed=$(rustup target list --installed)
+for t in "${RUST_TARGETS[@]}"; do
+  grep -qx "$t" <<<"$installed" || rustup target add "$t"
+done
