@@ -75,6 +75,21 @@ impl<T: BlockDevice + ?Sized> BlockDevice for Box<T> {
     }
 }
 
+impl<T: BlockDevice + ?Sized> BlockDevice for &mut T {
+    fn nr_blocks(&self) -> u64 {
+        (**self).nr_blocks()
+    }
+    fn read_block(&mut self, block: u64, buf: &mut Block) -> Result<(), BlockError> {
+        (**self).read_block(block, buf)
+    }
+    fn write_block(&mut self, block: u64, buf: &Block) -> Result<(), BlockError> {
+        (**self).write_block(block, buf)
+    }
+    fn flush(&mut self) -> Result<(), BlockError> {
+        (**self).flush()
+    }
+}
+
 /// Checks that `block` exists on a device of `nr_blocks` blocks.
 pub fn check_range(block: u64, nr_blocks: u64) -> Result<(), BlockError> {
     if block < nr_blocks {
@@ -93,7 +108,9 @@ pub struct MemDevice {
 
 impl fmt::Debug for MemDevice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MemDevice").field("nr_blocks", &self.nr_blocks).finish()
+        f.debug_struct("MemDevice")
+            .field("nr_blocks", &self.nr_blocks)
+            .finish()
     }
 }
 
@@ -181,7 +198,10 @@ pub struct LatchingDevice<D> {
 impl<D: BlockDevice> LatchingDevice<D> {
     /// Wraps `inner`.
     pub fn new(inner: D) -> Self {
-        LatchingDevice { inner, failed: false }
+        LatchingDevice {
+            inner,
+            failed: false,
+        }
     }
     /// Gives the wrapped device back.
     pub fn into_inner(self) -> D {
@@ -238,7 +258,10 @@ mod tests {
         assert!(r.iter().all(|&x| x == 0));
         assert_eq!(
             d.read_block(4, &mut r),
-            Err(BlockError::OutOfRange { block: 4, nr_blocks: 4 })
+            Err(BlockError::OutOfRange {
+                block: 4,
+                nr_blocks: 4
+            })
         );
         let img = d.to_image();
         assert_eq!(MemDevice::from_image(&img).to_image(), img);

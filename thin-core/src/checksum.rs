@@ -35,9 +35,14 @@ impl BlockKind {
     pub fn identify(block: &Block) -> Option<BlockKind> {
         let stored = stored_csum(block);
         let raw = crc32c_raw(&block[4..]);
-        [BlockKind::Superblock, BlockKind::Node, BlockKind::Bitmap, BlockKind::Index]
-            .into_iter()
-            .find(|k| raw ^ k.salt() == stored)
+        [
+            BlockKind::Superblock,
+            BlockKind::Node,
+            BlockKind::Bitmap,
+            BlockKind::Index,
+        ]
+        .into_iter()
+        .find(|k| raw ^ k.salt() == stored)
     }
 
     /// A short name for messages.
@@ -58,7 +63,11 @@ const fn make_tables() -> [[u32; 256]; 8] {
         let mut c = i as u32;
         let mut k = 0;
         while k < 8 {
-            c = if c & 1 != 0 { (c >> 1) ^ 0x82F6_3B78 } else { c >> 1 };
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0x82F6_3B78
+            } else {
+                c >> 1
+            };
             k += 1;
         }
         t[0][i] = c;

@@ -87,7 +87,12 @@ fn inc_children<D: BlockDevice>(tm: &mut Tm<D>, refs: Refs, b: &Block) -> Result
 }
 
 /// Shadows node `b` into `buf`, returning its writable location.
-fn shadow_node<D: BlockDevice>(tm: &mut Tm<D>, refs: Refs, b: u64, buf: &mut Block) -> Result<u64, PdError> {
+fn shadow_node<D: BlockDevice>(
+    tm: &mut Tm<D>,
+    refs: Refs,
+    b: u64,
+    buf: &mut Block,
+) -> Result<u64, PdError> {
     let (loc, shared) = tm.shadow(b, BlockKind::Node)?;
     tm.cache.read_into(loc, BlockKind::Node, buf)?;
     if shared {
@@ -99,10 +104,17 @@ fn shadow_node<D: BlockDevice>(tm: &mut Tm<D>, refs: Refs, b: u64, buf: &mut Blo
 fn check_shape(b: &Block, loc: u64, leaf_vs: usize) -> Result<(), PdError> {
     let expected = if node::is_leaf(b) { leaf_vs } else { 8 };
     if node::value_size(b) != expected {
-        return Err(PdError::ValueSize { block: loc, expected: expected as u32, found: node::value_size(b) as u32 });
+        return Err(PdError::ValueSize {
+            block: loc,
+            expected: expected as u32,
+            found: node::value_size(b) as u32,
+        });
     }
     if !node::is_leaf(b) && node::nr_entries(b) == 0 {
-        return Err(PdError::BadNode { block: loc, reason: "internal node with no entries" });
+        return Err(PdError::BadNode {
+            block: loc,
+            reason: "internal node with no entries",
+        });
     }
     Ok(())
 }
@@ -117,7 +129,12 @@ pub fn empty<D: BlockDevice>(tm: &mut Tm<D>, value_size: u32) -> Result<u64, PdE
 }
 
 /// Looks `key` up; copies its value into `out` (whose length is the value size).
-pub fn lookup<D: BlockDevice>(tm: &mut Tm<D>, root: u64, key: u64, out: &mut [u8]) -> Result<bool, PdError> {
+pub fn lookup<D: BlockDevice>(
+    tm: &mut Tm<D>,
+    root: u64,
+    key: u64,
+    out: &mut [u8],
+) -> Result<bool, PdError> {
     enum Step {
         Found,
         Missing,
@@ -125,23 +142,25 @@ pub fn lookup<D: BlockDevice>(tm: &mut Tm<D>, root: u64, key: u64, out: &mut [u8
     }
     let mut b = root;
     for _ in 0..MAX_DEPTH {
-        let step = tm.cache.read(b, BlockKind::Node, |d| -> Result<Step, PdError> {
-            check_shape(d, b, out.len())?;
-            if node::is_leaf(d) {
-                Ok(match node::find_exact(d, key) {
-                    Some(i) => {
-                        out.copy_from_slice(node::value(d, i));
-                        Step::Found
-                    }
-                    None => Step::Missing,
-                })
-            } else {
-                Ok(match node::lower_bound(d, key) {
-                    Some(i) => Step::Child(node::value_u64(d, i)),
-                    None => Step::Missing,
-                })
-            }
-        })??;
+        let step = tm
+            .cache
+            .read(b, BlockKind::Node, |d| -> Result<Step, PdError> {
+                check_shape(d, b, out.len())?;
+                if node::is_leaf(d) {
+                    Ok(match node::find_exact(d, key) {
+                        Some(i) => {
+                            out.copy_from_slice(node::value(d, i));
+                            Step::Found
+                        }
+                        None => Step::Missing,
+                    })
+                } else {
+                    Ok(match node::lower_bound(d, key) {
+                        Some(i) => Step::Child(node::value_u64(d, i)),
+                        None => Step::Missing,
+                    })
+                }
+            })??;
         match step {
             Step::Found => return Ok(true),
             Step::Missing => return Ok(false),
@@ -152,13 +171,56 @@ pub fn lookup<D: BlockDevice>(tm: &mut Tm<D>, root: u64, key: u64, out: &mut [u8
 }
 
 /// Looks up a u64 value.
-pub fn lookup_u64<D: BlockDevice>(tm: &mut Tm<D>, root: u64, key: u64) -> Result<Option<u64>, PdError> {
+pub fn lookup_u64<D: BlockDevice>(
+    tm: &mut Tm<D>,
+    root: u64,
+    key: u64,
+) -> Result<Option<u64>, PdError> {
     let mut v = [0u8; 8];
     Ok(lookup(tm, root, key, &mut v)?.then(|| u64::from_le_bytes(v)))
 }
 
+/// Looks up a u64 value and reports whether any node on the path from `root` down (root
+/// included) has more than one referrer.
+pub fn lookup_shared<D: BlockDevice>(
+    tm: &mut Tm<D>,
+    root: u64,
+    key: u64,
+) -> Result<Option<(u64, bool)>, PdError> {
+    let mut b = root;
+    let mut shared = false;
+    for _ in 0..MAX_DEPTH {
+        if !shared && tm.count(Which::Meta, b)? > 1 {
+            shared = true;
+        }
+        let step = tm.cache.read(
+            b,
+            BlockKind::Node,
+            |d| -> Result<Option<Result<u64, u64>>, PdError> {
+                check_shape(d, b, 8)?;
+                if node::is_leaf(d) {
+                    Ok(node::find_exact(d, key).map(|i| Ok(node::value_u64(d, i))))
+                } else {
+                    Ok(node::lower_bound(d, key).map(|i| Err(node::value_u64(d, i))))
+                }
+            },
+        )??;
+        match step {
+            None => return Ok(None),
+            Some(Ok(v)) => return Ok(Some((v, shared))),
+            Some(Err(child)) => b = child,
+        }
+    }
+    Err(PdError::TooDeep { block: b })
+}
+
 /// The first entry with key `>= key`: its key, value copied into `out`.
-pub fn lookup_ge<D: BlockDevice>(tm: &mut Tm<D>, root: u64, key: u64, out: &mut [u8]) -> Result<Option<u64>, PdError> {
+pub fn lookup_ge<D: BlockDevice>(
+    tm: &mut Tm<D>,
+    root: u64,
+    key: u64,
+    out: &mut [u8],
+) -> Result<Option<u64>, PdError> {
     // Path of (internal node, child index taken).
     let mut path: Vec<(u64, usize)> = Vec::with_capacity(MAX_DEPTH);
     let mut b = root;
@@ -172,30 +234,36 @@ pub fn lookup_ge<D: BlockDevice>(tm: &mut Tm<D>, root: u64, key: u64, out: &mut 
             Exhausted,
             Child(usize, u64),
         }
-        let step = tm.cache.read(b, BlockKind::Node, |d| -> Result<Step, PdError> {
-            check_shape(d, b, out.len())?;
-            let n = node::nr_entries(d);
-            if node::is_leaf(d) {
-                let i = if leftmost {
-                    0
-                } else {
-                    match node::lower_bound(d, key) {
-                        Some(i) if node::key(d, i) == key => i,
-                        Some(i) => i + 1,
-                        None => 0,
+        let step = tm
+            .cache
+            .read(b, BlockKind::Node, |d| -> Result<Step, PdError> {
+                check_shape(d, b, out.len())?;
+                let n = node::nr_entries(d);
+                if node::is_leaf(d) {
+                    let i = if leftmost {
+                        0
+                    } else {
+                        match node::lower_bound(d, key) {
+                            Some(i) if node::key(d, i) == key => i,
+                            Some(i) => i + 1,
+                            None => 0,
+                        }
+                    };
+                    if i < n {
+                        out.copy_from_slice(node::value(d, i));
+                        Ok(Step::Found(node::key(d, i)))
+                    } else {
+                        Ok(Step::Exhausted)
                     }
-                };
-                if i < n {
-                    out.copy_from_slice(node::value(d, i));
-                    Ok(Step::Found(node::key(d, i)))
                 } else {
-                    Ok(Step::Exhausted)
+                    let i = if leftmost {
+                        0
+                    } else {
+                        node::lower_bound(d, key).unwrap_or(0)
+                    };
+                    Ok(Step::Child(i, node::value_u64(d, i)))
                 }
-            } else {
-                let i = if leftmost { 0 } else { node::lower_bound(d, key).unwrap_or(0) };
-                Ok(Step::Child(i, node::value_u64(d, i)))
-            }
-        })??;
+            })??;
         match step {
             Step::Found(k) => return Ok(Some(k)),
             Step::Child(i, c) => {
@@ -205,7 +273,9 @@ pub fn lookup_ge<D: BlockDevice>(tm: &mut Tm<D>, root: u64, key: u64, out: &mut 
             Step::Exhausted => {
                 // Climb to the nearest ancestor with a next child, then go leftmost.
                 loop {
-                    let Some((p, i)) = path.pop() else { return Ok(None) };
+                    let Some((p, i)) = path.pop() else {
+                        return Ok(None);
+                    };
                     let next = tm.cache.read(p, BlockKind::Node, |d| {
                         (i + 1 < node::nr_entries(d)).then(|| node::value_u64(d, i + 1))
                     })?;
@@ -231,6 +301,20 @@ pub fn insert<D: BlockDevice>(
     key: u64,
     val: &[u8],
 ) -> Result<(u64, bool), PdError> {
+    insert_with(tm, refs, root, key, val, true)
+}
+
+/// [`insert`], choosing whether an overwritten value's reference is dropped. Multi-level
+/// trees update the pointer to a lower-level root with `drop_old == false`: the old root was
+/// already released when it was shadowed.
+pub fn insert_with<D: BlockDevice>(
+    tm: &mut Tm<D>,
+    refs: Refs,
+    root: u64,
+    key: u64,
+    val: &[u8],
+    drop_old: bool,
+) -> Result<(u64, bool), PdError> {
     let vs = val.len();
     let mut pbuf = new_buf();
     let mut cbuf = new_buf();
@@ -247,7 +331,7 @@ pub fn insert<D: BlockDevice>(
                     let mut old = [0u8; 32];
                     let old = &mut old[..vs];
                     old.copy_from_slice(node::value(&pbuf, i));
-                    if !same_target(refs, old, val) {
+                    if drop_old && !same_target(refs, old, val) {
                         dec_value(tm, refs, old)?;
                     }
                     node::set_value(&mut pbuf, i, val);
@@ -298,7 +382,8 @@ pub fn insert<D: BlockDevice>(
 }
 
 fn needs_split(b: &Block, key: u64) -> bool {
-    node::nr_entries(b) >= node::max_entries(b) && !(node::is_leaf(b) && node::find_exact(b, key).is_some())
+    node::nr_entries(b) >= node::max_entries(b)
+        && !(node::is_leaf(b) && node::find_exact(b, key).is_some())
 }
 
 /// Moves the upper half of `left` into the fresh node `right`.
@@ -330,7 +415,12 @@ fn split_beneath<D: BlockDevice>(tm: &mut Tm<D>, root: &mut Block) -> Result<(),
 
 /// Removes `key`. Returns the new root and whether it was present; the value's reference is
 /// dropped.
-pub fn remove<D: BlockDevice>(tm: &mut Tm<D>, refs: Refs, root: u64, key: u64) -> Result<(u64, bool), PdError> {
+pub fn remove<D: BlockDevice>(
+    tm: &mut Tm<D>,
+    refs: Refs,
+    root: u64,
+    key: u64,
+) -> Result<(u64, bool), PdError> {
     let (root, n) = remove_some(tm, refs, root, key, key.saturating_add(1))?;
     Ok((root, n > 0))
 }
@@ -373,9 +463,16 @@ fn remove_some<D: BlockDevice>(
             0
         }
     })?;
-    let vs = if vs == 0 { leaf_value_size(tm, root)? } else { vs };
+    let vs = if vs == 0 {
+        leaf_value_size(tm, root)?
+    } else {
+        vs
+    };
     if vs > probe.len() {
-        return Err(PdError::BadNode { block: root, reason: "value size too large" });
+        return Err(PdError::BadNode {
+            block: root,
+            reason: "value size too large",
+        });
     }
     let k = match lookup_ge(tm, root, begin, &mut probe[..vs])? {
         Some(k) if k < end => k,
@@ -394,7 +491,11 @@ fn remove_some<D: BlockDevice>(
                 Some(i) => i + 1,
                 None => 0,
             };
-            let keep = if cur == root { 0 } else { node::max_entries(&pbuf) / 3 };
+            let keep = if cur == root {
+                0
+            } else {
+                node::max_entries(&pbuf) / 3
+            };
             let limit = n.saturating_sub(keep).max(1);
             let mut j = start;
             while j < n && node::key(&pbuf, j) < end && j - start < limit {
@@ -440,27 +541,38 @@ fn leaf_value_size<D: BlockDevice>(tm: &mut Tm<D>, root: u64) -> Result<usize, P
     let mut b = root;
     for _ in 0..MAX_DEPTH {
         let (leaf, vs, first) = tm.cache.read(b, BlockKind::Node, |d| {
-            let first = (node::nr_entries(d) > 0 && !node::is_leaf(d)).then(|| node::value_u64(d, 0));
+            let first =
+                (node::nr_entries(d) > 0 && !node::is_leaf(d)).then(|| node::value_u64(d, 0));
             (node::is_leaf(d), node::value_size(d), first)
         })?;
         if leaf {
             return Ok(vs);
         }
-        b = first.ok_or(PdError::BadNode { block: b, reason: "internal node with no entries" })?;
+        b = first.ok_or(PdError::BadNode {
+            block: b,
+            reason: "internal node with no entries",
+        })?;
     }
     Err(PdError::TooDeep { block: b })
 }
 
 /// Before descending into child `i` of `parent` to remove, makes sure the child keeps at
 /// least a third of its capacity afterwards, borrowing from or merging with its siblings.
-fn rebalance<D: BlockDevice>(tm: &mut Tm<D>, refs: Refs, parent: &mut Block, i: usize) -> Result<(), PdError> {
+fn rebalance<D: BlockDevice>(
+    tm: &mut Tm<D>,
+    refs: Refs,
+    parent: &mut Block,
+    i: usize,
+) -> Result<(), PdError> {
     let n = node::nr_entries(parent);
     if n < 2 {
         return Ok(());
     }
-    let (child_nr, child_max) = tm.cache.read(node::value_u64(parent, i), BlockKind::Node, |d| {
-        (node::nr_entries(d), node::max_entries(d))
-    })?;
+    let (child_nr, child_max) =
+        tm.cache
+            .read(node::value_u64(parent, i), BlockKind::Node, |d| {
+                (node::nr_entries(d), node::max_entries(d))
+            })?;
     let t = child_max / 3;
     if child_nr > t + 1 {
         return Ok(());
@@ -484,7 +596,10 @@ fn rebalance<D: BlockDevice>(tm: &mut Tm<D>, refs: Refs, parent: &mut Block, i: 
     let (leaf, vs) = (node::is_leaf(&bufs[0]), node::value_size(&bufs[0]));
     for j in 1..cnt {
         if node::is_leaf(&bufs[j]) != leaf || node::value_size(&bufs[j]) != vs {
-            return Err(PdError::BadNode { block: locs[j], reason: "siblings of different kinds" });
+            return Err(PdError::BadNode {
+                block: locs[j],
+                reason: "siblings of different kinds",
+            });
         }
     }
     let max = node::max_entries(&bufs[0]);
@@ -494,7 +609,10 @@ fn rebalance<D: BlockDevice>(tm: &mut Tm<D>, refs: Refs, parent: &mut Block, i: 
         k -= 1;
     }
     if total > k * max {
-        return Err(PdError::BadNode { block: locs[0], reason: "siblings overfull" });
+        return Err(PdError::BadNode {
+            block: locs[0],
+            reason: "siblings overfull",
+        });
     }
     // Gather, then deal the entries out evenly over the first k nodes.
     let mut keys: Vec<u64> = Vec::with_capacity(total);
@@ -555,7 +673,11 @@ pub fn delete<D: BlockDevice>(tm: &mut Tm<D>, refs: Refs, root: u64) -> Result<(
                 Refs::None => {}
                 Refs::DataBlock => {
                     if node::value_size(&buf) != 8 {
-                        return Err(PdError::ValueSize { block: b, expected: 8, found: node::value_size(&buf) as u32 });
+                        return Err(PdError::ValueSize {
+                            block: b,
+                            expected: 8,
+                            found: node::value_size(&buf) as u32,
+                        });
                     }
                     for i in 0..n {
                         tm.dec(Which::Data, node::value_u64(&buf, i) >> 24)?;
@@ -590,22 +712,24 @@ pub fn walk<D: BlockDevice>(
             return Err(PdError::TooDeep { block: b });
         }
         children.clear();
-        let go_on = tm.cache.read(b, BlockKind::Node, |d| -> Result<bool, PdError> {
-            check_shape(d, b, value_size)?;
-            let n = node::nr_entries(d);
-            if node::is_leaf(d) {
-                for i in 0..n {
-                    if !f(node::key(d, i), node::value(d, i)) {
-                        return Ok(false);
+        let go_on = tm
+            .cache
+            .read(b, BlockKind::Node, |d| -> Result<bool, PdError> {
+                check_shape(d, b, value_size)?;
+                let n = node::nr_entries(d);
+                if node::is_leaf(d) {
+                    for i in 0..n {
+                        if !f(node::key(d, i), node::value(d, i)) {
+                            return Ok(false);
+                        }
+                    }
+                } else {
+                    for i in (0..n).rev() {
+                        children.push(node::value_u64(d, i));
                     }
                 }
-            } else {
-                for i in (0..n).rev() {
-                    children.push(node::value_u64(d, i));
-                }
-            }
-            Ok(true)
-        })??;
+                Ok(true)
+            })??;
         if !go_on {
             return Ok(());
         }
@@ -650,7 +774,11 @@ mod tests {
                 count += n;
             } else {
                 for i in 0..n {
-                    let chi = if i + 1 < n { node::key(&buf, i + 1) } else { hi };
+                    let chi = if i + 1 < n {
+                        node::key(&buf, i + 1)
+                    } else {
+                        hi
+                    };
                     stack.push((node::value_u64(&buf, i), depth + 1, node::key(&buf, i), chi));
                 }
             }
@@ -693,7 +821,10 @@ mod tests {
                 true
             })
             .unwrap();
-            assert_eq!(seen, model.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>());
+            assert_eq!(
+                seen,
+                model.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>()
+            );
             for probe in [0u64, 5, 777, 19_999, 30_000] {
                 let mut v = [0u8; 8];
                 let got = lookup_ge(&mut tm, root, probe, &mut v).unwrap();

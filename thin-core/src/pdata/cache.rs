@@ -59,11 +59,18 @@ impl<D> core::fmt::Debug for Cache<D> {
 /// Validates a block just read from `location` as `kind`.
 pub fn validate(data: &Block, location: u64, kind: BlockKind) -> Result<(), PdError> {
     if !checksum::csum_ok(data, kind) {
-        return Err(PdError::Checksum { block: location, kind });
+        return Err(PdError::Checksum {
+            block: location,
+            kind,
+        });
     }
     let found = checksum::stored_blocknr(data);
     if found != location {
-        return Err(PdError::BlockNr { block: location, kind, found });
+        return Err(PdError::BlockNr {
+            block: location,
+            kind,
+            found,
+        });
     }
     if kind == BlockKind::Node {
         node::validate_header(data, location)?;
@@ -85,7 +92,13 @@ impl<D: BlockDevice> Cache<D> {
                 referenced: false,
             });
         }
-        Cache { dev, slots, map: HashMap::with_capacity(capacity), hand: 0, stats: CacheStats::default() }
+        Cache {
+            dev,
+            slots,
+            map: HashMap::with_capacity(capacity),
+            hand: 0,
+            stats: CacheStats::default(),
+        }
     }
 
     /// The device.
@@ -159,7 +172,11 @@ impl<D: BlockDevice> Cache<D> {
             match s.kind {
                 Some(k) if k == kind => {}
                 Some(held) if s.dirty => {
-                    return Err(PdError::KindMismatch { block, wanted: kind, held })
+                    return Err(PdError::KindMismatch {
+                        block,
+                        wanted: kind,
+                        held,
+                    })
                 }
                 _ => {
                     validate(&s.data, block, kind)?;
@@ -193,7 +210,12 @@ impl<D: BlockDevice> Cache<D> {
     }
 
     /// Copies block `block` (read as `kind`) into `out`.
-    pub fn read_into(&mut self, block: u64, kind: BlockKind, out: &mut Block) -> Result<(), PdError> {
+    pub fn read_into(
+        &mut self,
+        block: u64,
+        kind: BlockKind,
+        out: &mut Block,
+    ) -> Result<(), PdError> {
         self.read(block, kind, |d| out.copy_from_slice(d))
     }
 
@@ -232,8 +254,9 @@ impl<D: BlockDevice> Cache<D> {
 
     /// Writes every dirty block, in block order.
     pub fn write_dirty(&mut self) -> Result<(), PdError> {
-        let mut dirty: Vec<usize> =
-            (0..self.slots.len()).filter(|&i| self.slots[i].dirty).collect();
+        let mut dirty: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| self.slots[i].dirty)
+            .collect();
         dirty.sort_unstable_by_key(|&i| self.slots[i].block);
         for i in dirty {
             Self::write_out(&mut self.dev, &mut self.slots[i], &mut self.stats)?;

@@ -13,11 +13,19 @@ pub enum PdError {
     /// A block's checksum does not match its expected type.
     Checksum { block: u64, kind: BlockKind },
     /// A block does not carry its own location.
-    BlockNr { block: u64, kind: BlockKind, found: u64 },
+    BlockNr {
+        block: u64,
+        kind: BlockKind,
+        found: u64,
+    },
     /// A B-tree node header or body breaks the format.
     BadNode { block: u64, reason: &'static str },
     /// A node's value size is not the tree's.
-    ValueSize { block: u64, expected: u32, found: u32 },
+    ValueSize {
+        block: u64,
+        expected: u32,
+        found: u32,
+    },
     /// A tree is deeper than any valid tree can be (or loops).
     TooDeep { block: u64 },
     /// Reference counts are inconsistent (e.g. decrementing a free block).
@@ -29,7 +37,11 @@ pub enum PdError {
     /// No free data block is left.
     NoDataSpace,
     /// A block was requested as two different types in one transaction.
-    KindMismatch { block: u64, wanted: BlockKind, held: BlockKind },
+    KindMismatch {
+        block: u64,
+        wanted: BlockKind,
+        held: BlockKind,
+    },
 }
 
 impl From<BlockError> for PdError {
@@ -46,10 +58,20 @@ impl fmt::Display for PdError {
                 write!(f, "bad checksum in {} (block {block})", kind.name())
             }
             PdError::BlockNr { block, kind, found } => {
-                write!(f, "bad block nr in {} (block {block} says {found})", kind.name())
+                write!(
+                    f,
+                    "bad block nr in {} (block {block} says {found})",
+                    kind.name()
+                )
             }
-            PdError::BadNode { block, reason } => write!(f, "bad btree node (block {block}): {reason}"),
-            PdError::ValueSize { block, expected, found } => write!(
+            PdError::BadNode { block, reason } => {
+                write!(f, "bad btree node (block {block}): {reason}")
+            }
+            PdError::ValueSize {
+                block,
+                expected,
+                found,
+            } => write!(
                 f,
                 "btree node (block {block}) has value size {found}, expected {expected}"
             ),
@@ -64,7 +86,11 @@ impl fmt::Display for PdError {
             }
             PdError::NoMetadataSpace => write!(f, "out of metadata space"),
             PdError::NoDataSpace => write!(f, "out of data space"),
-            PdError::KindMismatch { block, wanted, held } => write!(
+            PdError::KindMismatch {
+                block,
+                wanted,
+                held,
+            } => write!(
                 f,
                 "block {block} used as {} while it holds a {}",
                 wanted.name(),

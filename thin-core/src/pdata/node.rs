@@ -77,7 +77,12 @@ fn values_offset(b: &Block) -> usize {
 /// Checks the header of a node read from `location` (checksum and blocknr are checked by the
 /// cache before this).
 pub fn validate_header(b: &Block, location: u64) -> Result<(), PdError> {
-    let bad = |reason| Err(PdError::BadNode { block: location, reason });
+    let bad = |reason| {
+        Err(PdError::BadNode {
+            block: location,
+            reason,
+        })
+    };
     let f = flags(b);
     if f != INTERNAL && f != LEAF {
         return bad("flags is neither internal nor leaf");
@@ -194,7 +199,10 @@ pub fn remove_range(b: &mut Block, i: usize, j: usize) {
     let vs = value_size(b);
     assert!(i <= j && j <= n);
     let d = j - i;
-    b.copy_within(HEADER_SIZE + 8 * j..HEADER_SIZE + 8 * n, HEADER_SIZE + 8 * i);
+    b.copy_within(
+        HEADER_SIZE + 8 * j..HEADER_SIZE + 8 * n,
+        HEADER_SIZE + 8 * i,
+    );
     let vo = values_offset(b);
     b.copy_within(vo + vs * j..vo + vs * n, vo + vs * i);
     set_nr(b, n - d);

@@ -88,7 +88,11 @@ pub struct IndexEntry {
 impl IndexEntry {
     /// Decodes 16 bytes.
     pub fn unpack(b: &[u8]) -> IndexEntry {
-        IndexEntry { blocknr: rd64(b, 0), nr_free: rd32(b, 8), none_free_before: rd32(b, 12) }
+        IndexEntry {
+            blocknr: rd64(b, 0),
+            nr_free: rd32(b, 8),
+            none_free_before: rd32(b, 12),
+        }
     }
     /// Encodes to 16 bytes.
     pub fn pack(&self) -> [u8; INDEX_ENTRY_SIZE] {
@@ -171,9 +175,18 @@ mod tests {
 
     #[test]
     fn packing_round_trips() {
-        let e = IndexEntry { blocknr: 9, nr_free: 1019, none_free_before: 3 };
+        let e = IndexEntry {
+            blocknr: 9,
+            nr_free: 1019,
+            none_free_before: 3,
+        };
         assert_eq!(IndexEntry::unpack(&e.pack()), e);
-        let r = SmRoot { nr_blocks: 1024, nr_allocated: 5, bitmap_root: 4, ref_count_root: 5 };
+        let r = SmRoot {
+            nr_blocks: 1024,
+            nr_allocated: 5,
+            bitmap_root: 4,
+            ref_count_root: 5,
+        };
         let mut area = [0xffu8; 128];
         r.pack_into(&mut area);
         assert_eq!(SmRoot::unpack(&area), r);

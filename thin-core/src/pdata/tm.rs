@@ -43,7 +43,10 @@ enum IndexStore {
     /// Metadata: a single index block, kept in memory and written at commit.
     Block { loc: u64, entries: Vec<IndexEntry> },
     /// Data: an index btree; changed entries are kept here until commit.
-    Tree { root: u64, dirty: BTreeMap<u64, IndexEntry> },
+    Tree {
+        root: u64,
+        dirty: BTreeMap<u64, IndexEntry>,
+    },
 }
 
 /// In-core state of one disk space map.
@@ -81,13 +84,18 @@ pub struct Tm<D> {
     dsm: SpaceMap,
     overlay: BTreeMap<u64, u32>,
     applying: bool,
+    /// Change in the number of allocated metadata blocks not yet applied from the overlay.
+    pending_alloc: i64,
     shadowed: HashSet<u64>,
     scratch: Box<Block>,
 }
 
 impl<D> core::fmt::Debug for Tm<D> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Tm").field("msm", &self.msm).field("dsm", &self.dsm).finish()
+        f.debug_struct("Tm")
+            .field("msm", &self.msm)
+            .field("dsm", &self.dsm)
+            .finish()
     }
 }
 
@@ -98,7 +106,12 @@ fn zero_block() -> Box<Block> {
 impl<D: BlockDevice> Tm<D> {
     /// Formats fresh space maps on `dev`: `meta_blocks` metadata blocks (block 0 is reserved
     /// for the superblock) and `data_blocks` data blocks. Nothing is durable until commit.
-    pub fn format(dev: D, cache_blocks: usize, meta_blocks: u64, data_blocks: u64) -> Result<Self, PdError> {
+    pub fn format(
+        dev: D,
+        cache_blocks: usize,
+        meta_blocks: u64,
+        data_blocks: u64,
+    ) -> Result<Self, PdError> {
         let meta_blocks = meta_blocks.min(sm::MAX_METADATA_BLOCKS);
         let nb = sm::nr_bitmaps(meta_blocks);
         // Bootstrap layout: 0 superblock, 1 index, 2 overflow root, 3.. bitmaps.
@@ -112,7 +125,10 @@ impl<D: BlockDevice> Tm<D> {
                 nr_blocks: meta_blocks,
                 nr_allocated: first_free,
                 ref_root: 2,
-                index: IndexStore::Block { loc: 1, entries: Vec::new() },
+                index: IndexStore::Block {
+                    loc: 1,
+                    entries: Vec::new(),
+                },
                 prev_loc: HashMap::new(),
                 cursor: first_free,
             },
@@ -120,12 +136,16 @@ impl<D: BlockDevice> Tm<D> {
                 nr_blocks: data_blocks,
                 nr_allocated: 0,
                 ref_root: 0,
-                index: IndexStore::Tree { root: 0, dirty: BTreeMap::new() },
+                index: IndexStore::Tree {
+                    root: 0,
+                    dirty: BTreeMap::new(),
+                },
                 prev_loc: HashMap::new(),
                 cursor: 0,
             },
             overlay: BTreeMap::new(),
             applying: false,
+            pending_alloc: 0,
             shadowed: HashSet::new(),
             scratch: zero_block(),
         };
@@ -152,7 +172,10 @@ impl<D: BlockDevice> Tm<D> {
         tm.cache.write(2, BlockKind::Node, &b)?;
         tm.shadowed.insert(2);
         // The data space map: an index tree, an overflow tree and zeroed bitmaps.
-        tm.dsm.index = IndexStore::Tree { root: btree::empty(&mut tm, sm::INDEX_ENTRY_SIZE as u32)?, dirty: BTreeMap::new() };
+        tm.dsm.index = IndexStore::Tree {
+            root: btree::empty(&mut tm, sm::INDEX_ENTRY_SIZE as u32)?,
+            dirty: BTreeMap::new(),
+        };
         tm.dsm.ref_root = btree::empty(&mut tm, 4)?;
         tm.extend_data_bitmaps(0, data_blocks)?;
         tm.apply_overlay()?;
@@ -164,7 +187,10 @@ impl<D: BlockDevice> Tm<D> {
         let mut cache = Cache::new(dev, cache_blocks);
         let nb = sm::nr_bitmaps(meta.nr_blocks);
         if nb as usize > MAX_METADATA_BITMAPS || meta.nr_blocks > cache.dev().nr_blocks() {
-            return Err(PdError::SpaceMap { block: 0, reason: "metadata space map larger than the device" });
+            return Err(PdError::SpaceMap {
+                block: 0,
+                reason: "metadata space map larger than the device",
+            });
         }
         let mut entries = Vec::with_capacity(nb as usize);
         cache.read(meta.bitmap_root, BlockKind::Index, |b| {
@@ -178,7 +204,10 @@ impl<D: BlockDevice> Tm<D> {
                 nr_blocks: meta.nr_blocks,
                 nr_allocated: meta.nr_allocated,
                 ref_root: meta.ref_count_root,
-                index: IndexStore::Block { loc: meta.bitmap_root, entries },
+                index: IndexStore::Block {
+                    loc: meta.bitmap_root,
+                    entries,
+                },
                 prev_loc: HashMap::new(),
                 cursor: 0,
             },
@@ -186,15 +215,65 @@ impl<D: BlockDevice> Tm<D> {
                 nr_blocks: data.nr_blocks,
                 nr_allocated: data.nr_allocated,
                 ref_root: data.ref_count_root,
-                index: IndexStore::Tree { root: data.bitmap_root, dirty: BTreeMap::new() },
+                index: IndexStore::Tree {
+                    root: data.bitmap_root,
+                    dirty: BTreeMap::new(),
+                },
                 prev_loc: HashMap::new(),
                 cursor: 0,
             },
             overlay: BTreeMap::new(),
             applying: false,
+            pending_alloc: 0,
             shadowed: HashSet::new(),
             scratch: zero_block(),
         })
+    }
+
+    /// Throws away the transaction in progress and reloads the space maps from their committed
+    /// roots (abort).
+    pub fn reopen(&mut self, meta: SmRoot, data: SmRoot) -> Result<(), PdError> {
+        self.cache.invalidate();
+        let nb = sm::nr_bitmaps(meta.nr_blocks);
+        if nb as usize > MAX_METADATA_BITMAPS || meta.nr_blocks > self.cache.dev().nr_blocks() {
+            return Err(PdError::SpaceMap {
+                block: 0,
+                reason: "metadata space map larger than the device",
+            });
+        }
+        let mut entries = Vec::with_capacity(nb as usize);
+        self.cache.read(meta.bitmap_root, BlockKind::Index, |b| {
+            for i in 0..nb as usize {
+                entries.push(sm::index_block_entry(b, i));
+            }
+        })?;
+        self.msm = SpaceMap {
+            nr_blocks: meta.nr_blocks,
+            nr_allocated: meta.nr_allocated,
+            ref_root: meta.ref_count_root,
+            index: IndexStore::Block {
+                loc: meta.bitmap_root,
+                entries,
+            },
+            prev_loc: HashMap::new(),
+            cursor: 0,
+        };
+        self.dsm = SpaceMap {
+            nr_blocks: data.nr_blocks,
+            nr_allocated: data.nr_allocated,
+            ref_root: data.ref_count_root,
+            index: IndexStore::Tree {
+                root: data.bitmap_root,
+                dirty: BTreeMap::new(),
+            },
+            prev_loc: HashMap::new(),
+            cursor: 0,
+        };
+        self.overlay.clear();
+        self.applying = false;
+        self.pending_alloc = 0;
+        self.shadowed.clear();
+        Ok(())
     }
 
     /// Gives the device back without committing (what a crash would leave, minus the cache).
@@ -235,10 +314,12 @@ impl<D: BlockDevice> Tm<D> {
 
     fn index_entry(&mut self, which: Which, i: u64) -> Result<IndexEntry, PdError> {
         match &self.sm_mut(which).index {
-            IndexStore::Block { entries, loc } => entries
-                .get(i as usize)
-                .copied()
-                .ok_or(PdError::SpaceMap { block: *loc, reason: "bitmap index out of range" }),
+            IndexStore::Block { entries, loc } => {
+                entries.get(i as usize).copied().ok_or(PdError::SpaceMap {
+                    block: *loc,
+                    reason: "bitmap index out of range",
+                })
+            }
             IndexStore::Tree { root, dirty } => {
                 if let Some(e) = dirty.get(&i) {
                     return Ok(*e);
@@ -248,7 +329,10 @@ impl<D: BlockDevice> Tm<D> {
                 if btree::lookup(self, root, i, &mut v)? {
                     Ok(IndexEntry::unpack(&v))
                 } else {
-                    Err(PdError::SpaceMap { block: root, reason: "missing data space map index entry" })
+                    Err(PdError::SpaceMap {
+                        block: root,
+                        reason: "missing data space map index entry",
+                    })
                 }
             }
         }
@@ -268,7 +352,10 @@ impl<D: BlockDevice> Tm<D> {
     fn check_block(&self, which: Which, b: u64) -> Result<(), PdError> {
         let s = self.space_map(which);
         if b >= s.nr_blocks {
-            return Err(PdError::RefCount { block: b, reason: "block beyond the end of the space map" });
+            return Err(PdError::RefCount {
+                block: b,
+                reason: "block beyond the end of the space map",
+            });
         }
         Ok(())
     }
@@ -277,7 +364,9 @@ impl<D: BlockDevice> Tm<D> {
     fn stored_count(&mut self, which: Which, b: u64) -> Result<u32, PdError> {
         let i = b / ENTRIES_PER_BITMAP;
         let ie = self.index_entry(which, i)?;
-        let v = self.cache.read(ie.blocknr, BlockKind::Bitmap, |d| sm::bitmap_get(d, b % ENTRIES_PER_BITMAP))?;
+        let v = self.cache.read(ie.blocknr, BlockKind::Bitmap, |d| {
+            sm::bitmap_get(d, b % ENTRIES_PER_BITMAP)
+        })?;
         if v < 3 {
             return Ok(v);
         }
@@ -286,11 +375,17 @@ impl<D: BlockDevice> Tm<D> {
         if btree::lookup(self, root, b, &mut val)? {
             let c = u32::from_le_bytes(val);
             if c < 3 {
-                return Err(PdError::RefCount { block: b, reason: "overflow count below 3" });
+                return Err(PdError::RefCount {
+                    block: b,
+                    reason: "overflow count below 3",
+                });
             }
             Ok(c)
         } else {
-            Err(PdError::RefCount { block: b, reason: "bitmap says 3+ but no overflow entry" })
+            Err(PdError::RefCount {
+                block: b,
+                reason: "bitmap says 3+ but no overflow entry",
+            })
         }
     }
 
@@ -305,10 +400,11 @@ impl<D: BlockDevice> Tm<D> {
         self.stored_count(which, b)
     }
 
-    fn set_count(&mut self, which: Which, b: u64, c: u32) -> Result<(), PdError> {
+    fn set_count(&mut self, which: Which, b: u64, old: u32, c: u32) -> Result<(), PdError> {
         match which {
             Which::Meta => {
                 self.overlay.insert(b, c);
+                self.pending_alloc += i64::from(c > 0) - i64::from(old > 0);
                 Ok(())
             }
             Which::Data => self.write_count(Which::Data, b, c),
@@ -319,19 +415,28 @@ impl<D: BlockDevice> Tm<D> {
     pub fn inc(&mut self, which: Which, b: u64) -> Result<(), PdError> {
         let c = self.count(which, b)?;
         if c == 0 {
-            return Err(PdError::RefCount { block: b, reason: "increment of a free block" });
+            return Err(PdError::RefCount {
+                block: b,
+                reason: "increment of a free block",
+            });
         }
-        let n = c.checked_add(1).ok_or(PdError::RefCount { block: b, reason: "count overflow" })?;
-        self.set_count(which, b, n)
+        let n = c.checked_add(1).ok_or(PdError::RefCount {
+            block: b,
+            reason: "count overflow",
+        })?;
+        self.set_count(which, b, c, n)
     }
 
     /// Decrements the count of `b`.
     pub fn dec(&mut self, which: Which, b: u64) -> Result<(), PdError> {
         let c = self.count(which, b)?;
         if c == 0 {
-            return Err(PdError::RefCount { block: b, reason: "decrement of a free block" });
+            return Err(PdError::RefCount {
+                block: b,
+                reason: "decrement of a free block",
+            });
         }
-        self.set_count(which, b, c - 1)
+        self.set_count(which, b, c, c - 1)
     }
 
     /// Writes a count into the bitmap (shadowing it first) and the overflow tree.
@@ -360,7 +465,13 @@ impl<D: BlockDevice> Tm<D> {
                 ie.none_free_before = e as u32 + 1;
             }
             self.sm_mut(which).nr_allocated += 1;
+            if which == Which::Meta {
+                self.pending_alloc -= 1;
+            }
         } else if old > 0 && c == 0 {
+            if which == Which::Meta {
+                self.pending_alloc += 1;
+            }
             ie.nr_free += 1;
             ie.none_free_before = ie.none_free_before.min(e as u32);
             let s = self.sm_mut(which);
@@ -378,7 +489,8 @@ impl<D: BlockDevice> Tm<D> {
         }
         let old = ie.blocknr;
         let new = self.alloc(Which::Meta)?;
-        self.cache.read_into(old, BlockKind::Bitmap, &mut self.scratch)?;
+        self.cache
+            .read_into(old, BlockKind::Bitmap, &mut self.scratch)?;
         self.cache.write(new, BlockKind::Bitmap, &self.scratch)?;
         self.shadowed.insert(new);
         self.dec(Which::Meta, old)?;
@@ -395,10 +507,9 @@ impl<D: BlockDevice> Tm<D> {
         let i = b / ENTRIES_PER_BITMAP;
         match self.space_map(which).prev_loc.get(&i) {
             None => Ok(true), // bitmap unchanged since commit: the caller saw a zero entry in it
-            Some(&old) => Ok(self
-                .cache
-                .read(old, BlockKind::Bitmap, |d| sm::bitmap_get(d, b % ENTRIES_PER_BITMAP))?
-                == 0),
+            Some(&old) => Ok(self.cache.read(old, BlockKind::Bitmap, |d| {
+                sm::bitmap_get(d, b % ENTRIES_PER_BITMAP)
+            })? == 0),
         }
     }
 
@@ -463,7 +574,7 @@ impl<D: BlockDevice> Tm<D> {
             Which::Data => PdError::NoDataSpace,
         })?;
         self.sm_mut(which).cursor = b + 1;
-        self.set_count(which, b, 1)?;
+        self.set_count(which, b, 0, 1)?;
         Ok(b)
     }
 
@@ -520,7 +631,10 @@ impl<D: BlockDevice> Tm<D> {
     pub fn shadow(&mut self, b: u64, kind: BlockKind) -> Result<(u64, bool), PdError> {
         let c = self.count(Which::Meta, b)?;
         if c == 0 {
-            return Err(PdError::RefCount { block: b, reason: "shadowing a free block" });
+            return Err(PdError::RefCount {
+                block: b,
+                reason: "shadowing a free block",
+            });
         }
         if c == 1 && self.shadowed.contains(&b) {
             return Ok((b, false));
@@ -542,7 +656,11 @@ impl<D: BlockDevice> Tm<D> {
             self.set_index_entry(
                 Which::Data,
                 i,
-                IndexEntry { blocknr: b, nr_free: ENTRIES_PER_BITMAP as u32, none_free_before: 0 },
+                IndexEntry {
+                    blocknr: b,
+                    nr_free: ENTRIES_PER_BITMAP as u32,
+                    none_free_before: 0,
+                },
             );
         }
         self.dsm.nr_blocks = new;
@@ -560,7 +678,9 @@ impl<D: BlockDevice> Tm<D> {
 
     /// Grows the metadata space map to `new` blocks (never shrinks; the device must hold them).
     pub fn grow_metadata(&mut self, new: u64) -> Result<(), PdError> {
-        let new = new.min(sm::MAX_METADATA_BLOCKS).min(self.cache.dev().nr_blocks());
+        let new = new
+            .min(sm::MAX_METADATA_BLOCKS)
+            .min(self.cache.dev().nr_blocks());
         let old = self.msm.nr_blocks;
         if new <= old {
             return Ok(());
@@ -577,12 +697,17 @@ impl<D: BlockDevice> Tm<D> {
             self.cache.write(b, BlockKind::Bitmap, &zero)?;
             self.shadowed.insert(b);
             if let IndexStore::Block { entries, .. } = &mut self.msm.index {
-                entries.push(IndexEntry { blocknr: b, nr_free: ENTRIES_PER_BITMAP as u32, none_free_before: 0 });
+                entries.push(IndexEntry {
+                    blocknr: b,
+                    nr_free: ENTRIES_PER_BITMAP as u32,
+                    none_free_before: 0,
+                });
             }
         }
         self.msm.nr_blocks = new;
         for k in 0..extra {
             self.overlay.insert(old + k, 1);
+            self.pending_alloc += 1;
         }
         self.apply_overlay()
     }
@@ -621,7 +746,10 @@ impl<D: BlockDevice> Tm<D> {
             }
         }
         self.apply_overlay()?;
-        assert!(self.overlay.is_empty(), "metadata overlay not settled before commit");
+        assert!(
+            self.overlay.is_empty(),
+            "metadata overlay not settled before commit"
+        );
         if let IndexStore::Block { loc, entries } = &self.msm.index {
             sm::build_index_block(entries, &mut self.scratch);
             self.cache.write(*loc, BlockKind::Index, &self.scratch)?;
@@ -636,6 +764,12 @@ impl<D: BlockDevice> Tm<D> {
         self.shadowed.clear();
         self.msm.prev_loc.clear();
         self.dsm.prev_loc.clear();
+    }
+
+    /// Free metadata blocks, counting changes not yet applied.
+    pub fn meta_free(&self) -> u64 {
+        let used = (self.msm.nr_allocated as i64 + self.pending_alloc).max(0) as u64;
+        self.msm.nr_blocks.saturating_sub(used)
     }
 
     /// Metadata blocks changed in this transaction (shadowed or new).
