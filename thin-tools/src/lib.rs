@@ -1,2 +1,12 @@
-//! dm-thin metadata tools built on `thin-core`. Tools are added by the thin-tools issue.
+//! dm-thin metadata tools built on `thin-core`.
+//!
+//! * [`ir`] — the event model of a pool (superblock, devices, mapping runs) and the visitor
+//!   trait that dump, restore and format conversion share;
+//! * [`xml`] — the `thin_dump`/`thin_restore` XML format: a writer byte-identical to Debian
+//!   0.9 and a streaming, strict parser;
+//! * [`human_readable`] — `thin_dump -f human_readable` output, byte-identical to 0.9.
 #![forbid(unsafe_code)]
+
+pub mod human_readable;
+pub mod ir;
+pub mod xml;
