@@ -21,6 +21,8 @@ extern crate std;
 
 pub mod block;
 pub mod checksum;
+#[cfg(feature = "std")]
+pub mod file;
 pub mod pdata;
 pub mod thin;
 
