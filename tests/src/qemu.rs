@@ -22,11 +22,11 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::guest_image::{self, io_err, GuestError, GuestImage};
+use crate::ScratchDir;
 
 const BEGIN: &str = "===E2E-SCRIPT-BEGIN===\n";
 const END: &str = "\n===E2E-SCRIPT-END rc=";
@@ -162,11 +162,11 @@ impl Guest {
             Some(i) => i.clone(),
             None => guest_image::ensure_default()?,
         };
-        let work = ScratchDir::new()?;
-        let script_file = work.path.join("script.sh");
+        let work = ScratchDir::new("e2e-guest")?;
+        let script_file = work.path().join("script.sh");
         std::fs::write(&script_file, &self.script)
             .map_err(io_err(format!("writing {}", script_file.display())))?;
-        let stderr_file = work.path.join("stderr.txt");
+        let stderr_file = work.path().join("stderr.txt");
 
         let mut cmd = Command::new(QEMU);
         cmd.args([
@@ -335,30 +335,6 @@ pub fn parse_console(console: &str) -> Option<(String, i32)> {
     let digits: String = after.chars().take_while(|c| c.is_ascii_digit()).collect();
     let rc = digits.parse().ok()?;
     Some((rest[..end].to_string(), rc))
-}
-
-/// A per-run directory under the system temp dir, removed on drop.
-struct ScratchDir {
-    path: PathBuf,
-}
-
-impl ScratchDir {
-    fn new() -> Result<Self, GuestError> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "e2e-guest-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&path).map_err(io_err(format!("creating {}", path.display())))?;
-        Ok(ScratchDir { path })
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
 }
 
 #[cfg(test)]

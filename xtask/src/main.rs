@@ -9,7 +9,10 @@ commands:
                        build the Linux test guest (kernel + initramfs) into build/guest/,
                        reusing it if its recipe has not changed
   guest-run SCRIPT [--disk FILE:SERIAL]... [--net] [--timeout SECS]
-                       boot the guest, run SCRIPT in it, print its stdout and exit with its code";
+                       boot the guest, run SCRIPT in it, print its stdout and exit with its code
+  kernel-fixtures [NAME]...
+                       remake tests/fixtures/kernel/<NAME>.tmeta.gz with the kernel's dm-thin
+                       in the guest (all fixtures if no NAME), checking each with thin_check";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -20,6 +23,7 @@ fn main() -> Result<()> {
         }
         Some("guest-image") => guest_image(&args[1..]),
         Some("guest-run") => guest_run(&args[1..]),
+        Some("kernel-fixtures") => kernel_fixtures(&args[1..]),
         Some(other) => bail!("unknown xtask command: {other}\n\n{HELP}"),
     }
 }
@@ -79,4 +83,42 @@ fn guest_run(args: &[String]) -> Result<()> {
         run.exit_code, run.boot_time, run.total_time
     );
     std::process::exit(run.exit_code);
+}
+
+fn kernel_fixtures(names: &[String]) -> Result<()> {
+    use e2e_tests::kernel_fixtures::{self as kf, FIXTURES};
+    for name in names {
+        if !FIXTURES.iter().any(|f| f.name == name) {
+            bail!("no kernel fixture {name}");
+        }
+    }
+    for f in FIXTURES {
+        if !names.is_empty() && !names.iter().any(|n| n == f.name) {
+            continue;
+        }
+        let dir = e2e_tests::ScratchDir::new("kernel-fixture")?;
+        let run = kf::make(f, dir.path()).map_err(anyhow::Error::msg)?;
+        let meta = dir.path().join("meta.bin");
+        println!(
+            "{}",
+            kf::verify(f.name, &f.expected, &meta).map_err(anyhow::Error::msg)?
+        );
+        let out = kf::fixture_path(f.name);
+        kf::save_gz(&out, &std::fs::read(&meta)?)?;
+        let data_out = kf::data_fixture_path(f.name);
+        if f.keep_data {
+            kf::save_gz(&data_out, &std::fs::read(dir.path().join("data.bin"))?)?;
+            let len = std::fs::metadata(&data_out)?.len();
+            println!("  saved {} ({len} bytes)", data_out.display());
+        } else if data_out.exists() {
+            std::fs::remove_file(&data_out)?;
+        }
+        println!(
+            "  saved {} ({} bytes; guest {:.1?})",
+            out.display(),
+            std::fs::metadata(&out)?.len(),
+            run.total_time
+        );
+    }
+    Ok(())
 }
