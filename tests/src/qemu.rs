@@ -49,6 +49,7 @@ pub struct Guest {
     timeout: Duration,
     memory_mib: u32,
     network: bool,
+    qemu: PathBuf,
 }
 
 /// What came back from the guest.
@@ -102,6 +103,7 @@ impl Guest {
             timeout: Duration::from_secs(120),
             memory_mib: 512,
             network: false,
+            qemu: PathBuf::from(QEMU),
         }
     }
 
@@ -154,6 +156,12 @@ impl Guest {
         self
     }
 
+    /// The QEMU binary to run (default: `qemu-system-x86_64` from PATH).
+    pub fn qemu_binary(mut self, path: impl AsRef<Path>) -> Self {
+        self.qemu = path.as_ref().to_path_buf();
+        self
+    }
+
     /// Boots, runs the script, powers off. Errors if QEMU is missing, the image cannot be
     /// built, the timeout passes, or the guest never reports an exit code; a script that
     /// fails is not an error here (see [`GuestRun::exit_code`]).
@@ -168,7 +176,7 @@ impl Guest {
             .map_err(io_err(format!("writing {}", script_file.display())))?;
         let stderr_file = work.path().join("stderr.txt");
 
-        let mut cmd = Command::new(QEMU);
+        let mut cmd = Command::new(&self.qemu);
         cmd.args([
             "-accel", "tcg", "-machine", "pc", "-cpu", "max", "-smp", "1",
         ])
@@ -217,7 +225,7 @@ impl Guest {
         let mut child = cmd.spawn().map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 GuestError::MissingTool {
-                    tool: QEMU.into(),
+                    tool: self.qemu.display().to_string(),
                     install: QEMU_INSTALL.into(),
                 }
             } else {

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use e2e_tests::guest_image;
+use e2e_tests::guest_image::{self, GuestError};
 use e2e_tests::kernel_fixtures::{self as kf, KernelFixture, FIXTURES};
 use e2e_tests::qemu::Guest;
 use e2e_tests::thin_tools;
@@ -39,6 +39,36 @@ fn guest_boots_runs_script_and_reports_its_exit_code() {
         "guest boot {:.1?}, whole run {:.1?}",
         run.boot_time, run.total_time
     );
+}
+
+#[test]
+fn guest_is_killed_at_the_timeout() {
+    let started = std::time::Instant::now();
+    let err = Guest::new()
+        .script("sleep 600")
+        .timeout(Duration::from_secs(8))
+        .run()
+        .expect_err("a script that sleeps past the timeout is an error");
+    assert!(
+        matches!(err, GuestError::Timeout { .. }),
+        "expected a timeout, got: {err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn missing_qemu_names_the_package_to_install() {
+    let err = Guest::new()
+        .qemu_binary("/nonexistent/qemu-system-x86_64")
+        .script("true")
+        .run()
+        .expect_err("no QEMU, no run");
+    let msg = err.to_string();
+    assert!(msg.contains("apt-get install qemu-system-x86"), "{msg}");
 }
 
 #[test]
