@@ -10,7 +10,8 @@ if [ "$(id -u)" != 0 ]; then
   fi
 fi
 
-APT_PACKAGES=(thin-provisioning-tools)
+# qemu-system-x86: the guest tests boot Linux under TCG; xz-utils: unpacks the guest kernel.
+APT_PACKAGES=(thin-provisioning-tools qemu-system-x86 xz-utils)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
