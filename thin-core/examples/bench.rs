@@ -90,7 +90,7 @@ fn fill(
     for v in 0..n {
         let plan = pool.prepare_write(id, v).expect("prepare");
         pool.complete_write(id, v, plan).expect("complete");
-        if (v + 1) % commit_every == 0 {
+        if (v + 1).is_multiple_of(commit_every) {
             let c = Instant::now();
             pool.commit().expect("commit");
             commits.push(c.elapsed());
@@ -183,7 +183,7 @@ fn main() {
             }
             prev = id;
             depth += 1;
-            if depth % 50 == 0 {
+            if depth.is_multiple_of(50) {
                 pool.commit().expect("commit");
             }
         }
