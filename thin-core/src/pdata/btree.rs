@@ -265,6 +265,12 @@ pub fn lookup_ge<D: BlockDevice>(
                 }
             })??;
         match step {
+            Step::Found(k) if k < key => {
+                return Err(PdError::BadNode {
+                    block: b,
+                    reason: "keys out of order",
+                });
+            }
             Step::Found(k) => return Ok(Some(k)),
             Step::Child(i, c) => {
                 path.push((b, i));
@@ -603,6 +609,14 @@ fn rebalance<D: BlockDevice>(
         }
     }
     let max = node::max_entries(&bufs[0]);
+    for j in 1..cnt {
+        if node::max_entries(&bufs[j]) != max {
+            return Err(PdError::BadNode {
+                block: locs[j],
+                reason: "siblings of different capacity",
+            });
+        }
+    }
     let total: usize = bufs[..cnt].iter().map(|b| node::nr_entries(b)).sum();
     let mut k = cnt;
     while k > 1 && total < k * (t + 1) {
@@ -707,9 +721,18 @@ pub fn walk<D: BlockDevice>(
     let mut stack: Vec<(u64, usize)> = Vec::new();
     stack.push((root, 0));
     let mut children: Vec<u64> = Vec::new();
+    // Within one tree no node has two parents; meeting one twice means a damaged tree (and
+    // without this check, a node listing the same child many times makes the walk explode).
+    let mut seen: hashbrown::HashSet<u64> = hashbrown::HashSet::new();
     while let Some((b, depth)) = stack.pop() {
         if depth >= MAX_DEPTH {
             return Err(PdError::TooDeep { block: b });
+        }
+        if !seen.insert(b) {
+            return Err(PdError::BadNode {
+                block: b,
+                reason: "node reached twice within one tree",
+            });
         }
         children.clear();
         let go_on = tm

@@ -92,6 +92,9 @@ pub fn validate_header(b: &Block, location: u64) -> Result<(), PdError> {
     if vs == 0 || HEADER_SIZE as u64 + (8 + vs) * max > BLOCK_SIZE as u64 {
         return bad("max_entries too large for block");
     }
+    if max < 3 {
+        return bad("max_entries below 3");
+    }
     if rd32(b, 16) as u64 > max {
         return bad("nr_entries > max_entries");
     }

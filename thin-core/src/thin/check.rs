@@ -696,37 +696,49 @@ pub fn check<D: BlockDevice>(dev: &mut D, opts: &CheckOptions) -> CheckReport {
     if opts.super_block_only {
         return report;
     }
+    if msm.nr_blocks > nr_dev_blocks {
+        report.issues.push(Issue {
+            severity: Severity::Fatal,
+            block: Some(0),
+            message: format!(
+                "metadata space map has {} blocks but the device only {nr_dev_blocks}",
+                msm.nr_blocks
+            ),
+        });
+        return report;
+    }
+    // Every data bitmap is a metadata block: a larger data space map cannot be genuine (and
+    // would make the expected-count table absurdly large).
+    let nr_data = sb.data_sm_root.nr_blocks;
+    if nr_data > nr_dev_blocks.saturating_mul(ENTRIES_PER_BITMAP) {
+        report.issues.push(Issue {
+            severity: Severity::Fatal,
+            block: Some(0),
+            message: format!("data space map claims {nr_data} blocks, more than the metadata device can describe"),
+        });
+        return report;
+    }
     let nr_meta = if opts.metadata_snap || opts.skip_mappings {
         nr_dev_blocks
     } else {
         msm.nr_blocks
     };
+    let data_table = if opts.skip_mappings || opts.metadata_snap {
+        0
+    } else {
+        nr_data as usize
+    };
     let mut ck = Checker {
         cache: Cache::new(dev, opts.cache_blocks),
         issues: Vec::new(),
         nr_meta,
-        nr_data: sb.data_sm_root.nr_blocks,
+        nr_data,
         meta_expected: vec![0u32; nr_meta as usize],
-        data_expected: if opts.skip_mappings || opts.metadata_snap {
-            Vec::new()
-        } else {
-            vec![0u8; sb.data_sm_root.nr_blocks as usize]
-        },
+        data_expected: vec![0u8; data_table],
         data_overflow: HashMap::new(),
         memo: HashMap::new(),
         buf_pool: Vec::new(),
     };
-    if msm.nr_blocks > nr_dev_blocks {
-        ck.fatal(
-            Some(0),
-            format!(
-                "metadata space map has {} blocks but the device only {nr_dev_blocks}",
-                msm.nr_blocks
-            ),
-        );
-        report.issues = ck.issues;
-        return report;
-    }
     if opts.metadata_snap {
         if sb.held_root == 0 {
             ck.fatal(None, String::from("no metadata snapshot is held"));

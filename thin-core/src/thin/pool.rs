@@ -627,6 +627,12 @@ impl<D: BlockDevice> Pool<D> {
         let mut v = [0u8; 8];
         while k < end {
             match btree::lookup_ge(&mut self.tm, root, k, &mut v)? {
+                Some(key) if key < k => {
+                    return Err(PoolError::Metadata(PdError::BadNode {
+                        block: root,
+                        reason: "keys out of order",
+                    }))
+                }
                 Some(key) if key < end => {
                     out.push((key, BlockTime::unpack(u64::from_le_bytes(v))));
                     k = key + 1;
