@@ -89,7 +89,7 @@ fn mutated_metadata_gives_errors_not_panics() {
             let blk: &mut [u8; 4096] = (&mut img[b * 4096..(b + 1) * 4096]).try_into().unwrap();
             let kind = BlockKind::identify(blk);
             // Favour the header and the first keys/values, where structure lives.
-            let off = if rng.next() % 2 == 0 {
+            let off = if rng.next().is_multiple_of(2) {
                 4 + rng.next() % 60
             } else {
                 4 + rng.next() % 4092
@@ -100,7 +100,7 @@ fn mutated_metadata_gives_errors_not_panics() {
                 _ => blk[off] = 0xff,
             }
             if let Some(k) = kind {
-                if b != 0 || rng.next() % 2 == 0 {
+                if b != 0 || rng.next().is_multiple_of(2) {
                     prepare_for_write(blk, b as u64, k);
                 }
             }
