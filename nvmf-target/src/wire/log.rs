@@ -145,7 +145,7 @@ impl GetLogPageCommand {
     /// length equal to the NUMD length. (LPO beyond the end of a log is checked by
     /// [`log_window`], which knows the log size.)
     pub fn validate(&self) -> Result<(), WireError> {
-        if self.lpo % 4 != 0 {
+        if self.lpo & 3 != 0 {
             return Err(WireError::InvalidField {
                 structure: "Get Log Page",
                 field: "LPOL",

@@ -390,3 +390,68 @@ mod tests {
         assert!(check_exact_len("x", &[0; 4], 4).is_ok());
     }
 }
+
+/// Every parser over arbitrary bytes: errors are fine, panics are not.
+#[cfg(test)]
+mod never_panic {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn all_parsers(b: &[u8]) {
+        let _ = sqe::Sqe::parse(b);
+        let _ = cqe::Cqe::parse(b);
+        let _ = sgl::SglDescriptor::parse(b);
+        let _ = fabrics::ConnectCommand::parse(b);
+        let _ = fabrics::ConnectData::parse(b);
+        let _ = fabrics::PropertyCommand::parse(b);
+        let _ = identify::IdentifyController::parse(b);
+        let _ = identify::IdentifyNamespace::parse(b);
+        let _ = identify::NsList::parse(b);
+        let _ = identify::NsIdDescriptorList::parse(b);
+        let _ = identify::IndependentNamespace::parse(b);
+        let _ = log::ErrorLogEntry::parse(b);
+        let _ = log::SmartLog::parse(b);
+        let _ = log::FirmwareSlotLog::parse(b);
+        let _ = log::CommandEffectsLog::parse(b);
+        let _ = log::DiscoveryLogHeader::parse(b);
+        let _ = log::DiscoveryLogEntry::parse(b);
+        let _ = io::DsmRange::parse(b);
+        let _ = pdu::CommonHeader::parse(b);
+        let _ = pdu::TermReq::parse(b);
+        for cfg in [pdu::RxConfig::controller(), pdu::RxConfig::host()] {
+            let _ = pdu::Pdu::parse(b, &cfg);
+        }
+        // Views over short buffers read zero and ignore writes.
+        let mut owned = b.to_vec();
+        let mut v = sqe::SqeView::new_unchecked(&mut owned[..]);
+        v.set_cdw15(1);
+        let _ = v.cdw15();
+        let iv = identify::IdentifyControllerView::new_unchecked(b);
+        let _ = (iv.sn(), iv.nn(), iv.subnqn());
+        if let Ok(s) = sqe::Sqe::parse(b.get(..64).unwrap_or_default()) {
+            let dsm = io::DsmCommand::from_sqe(&s);
+            if let Ok(it) = dsm.parse_ranges(b) {
+                it.for_each(drop);
+            }
+            let _ = io::RwCommand::from_sqe(&s).data_len(b.first().copied().unwrap_or(0));
+            let glp = log::GetLogPageCommand::from_sqe(&s);
+            let _ = glp.validate();
+            let mut out = vec![0u8; b.len().min(512)];
+            let _ = log::log_window(b, glp.lpo, &mut out);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn short_inputs(b in proptest::collection::vec(any::<u8>(), 0..200)) {
+            all_parsers(&b);
+        }
+
+        #[test]
+        fn exact_size_inputs(len in prop_oneof![Just(16usize), Just(64), Just(512), Just(1024), Just(4096)],
+                             seed in proptest::collection::vec(any::<u8>(), 1..64)) {
+            let b: Vec<u8> = (0..len).map(|i| seed[i % seed.len()].wrapping_mul(i as u8 | 1)).collect();
+            all_parsers(&b);
+        }
+    }
+}

@@ -384,7 +384,7 @@ mod tests {
         );
         assert_eq!(all.raw(), (1 << 36) | (2 << 48) | (3 << 52) | (3 << 59));
         assert_eq!(Cap(u64::MAX).with_mqes(0).mqes(), 0);
-        assert_eq!(Cap(u64::MAX).with_mqes(0).raw(), u64::MAX & !0xFFFF);
+        assert_eq!(Cap(u64::MAX).with_mqes(0).raw(), !0xFFFF);
         assert!(c.to_string().contains("mqes=127"));
     }
 

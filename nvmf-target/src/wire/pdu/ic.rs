@@ -113,7 +113,7 @@ pub(super) fn check_icresp_fields(h: &[u8]) -> Result<(), FatalError> {
         return Err(field_err(PduType::IcResp, 10, "CPDA", v.cpda().into()));
     }
     let m = v.maxh2cdata();
-    if m < MIN_MAXH2CDATA || m % 4 != 0 {
+    if m < MIN_MAXH2CDATA || m & 3 != 0 {
         return Err(field_err(PduType::IcResp, 12, "MAXH2CDATA", m));
     }
     Ok(())

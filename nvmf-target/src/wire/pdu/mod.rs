@@ -700,10 +700,8 @@ pub fn check_header(frame: &Frame, header: &[u8], cfg: &RxConfig) -> Result<(), 
                 pdu_type: raw_type,
             });
         }
-    } else if t == PduType::IcReq || t == PduType::IcResp {
-        if frame.pdo != 0 {
-            return Err(FatalError::header_field(raw_type, 3, FatalReason::BadPdo));
-        }
+    } else if (t == PduType::IcReq || t == PduType::IcResp) && frame.pdo != 0 {
+        return Err(FatalError::header_field(raw_type, 3, FatalReason::BadPdo));
     }
     match t {
         PduType::IcReq => ic::check_icreq_fields(h),
