@@ -401,6 +401,39 @@ impl IdentifyController {
         }
     }
 
+    /// The Identify Controller checks of the Linux host that fail a connect (spec §6.2.1,
+    /// §9.5), given the CNTLID returned by Connect. Empty when the host would accept it.
+    pub fn linux_host_problems(&self, connect_cntlid: u16) -> Vec<&'static str> {
+        let mut p = Vec::new();
+        if self.cntlid != connect_cntlid {
+            p.push("CNTLID differs from the Connect response");
+        }
+        if self.icdoff != 0 {
+            p.push("ICDOFF is not 0");
+        }
+        if self.sgls & 0b11 == 0 {
+            p.push("SGLS bits 1:0 are 0");
+        }
+        if self.cntrltype == cntrltype::IO {
+            if self.kas == 0 {
+                p.push("KAS is 0");
+            }
+            if self.ioccsz < 4 {
+                p.push("IOCCSZ < 4");
+            }
+            if self.iorcsz < 1 {
+                p.push("IORCSZ < 1");
+            }
+            if self.cmic & cmic::MULTI_CONTROLLER == 0 {
+                p.push("CMIC bit 1 (multi-controller) clear");
+            }
+            if self.cmic & cmic::ANA != 0 && (self.mnan == 0 || self.mnan > self.nn) {
+                p.push("CMIC.ANA with MNAN outside 1..=NN");
+            }
+        }
+        p
+    }
+
     pub fn set_sn(&mut self, s: &str) {
         self.sn = space_padded(s);
     }
@@ -1287,6 +1320,15 @@ mod tests {
         d.cmic = cmic::MULTI_PORT | cmic::MULTI_CONTROLLER;
         assert_eq!(d, c);
         assert!(c.to_string().contains("sn='SN0001'"));
+        assert!(c.linux_host_problems(0x21).is_empty());
+        assert_eq!(c.linux_host_problems(0x22).len(), 1);
+        assert_eq!(IdentifyController::zeroed().linux_host_problems(0).len(), 1);
+        let io0 = IdentifyController {
+            cntrltype: cntrltype::IO,
+            cmic: cmic::ANA,
+            ..IdentifyController::zeroed()
+        };
+        assert_eq!(io0.linux_host_problems(0).len(), 6);
 
         let v = IdentifyControllerView::new_checked(&b[..]).unwrap();
         assert_eq!(v.sn(), b"SN0001              ");

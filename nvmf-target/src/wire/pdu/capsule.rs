@@ -13,6 +13,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use super::{ChRaw, PduType, TxConfig, TxLayout};
 use crate::wire::cqe::{Cqe, CqeRaw};
+use crate::wire::sgl::SglKind;
 use crate::wire::sqe::{Sqe, SqeRaw};
 use crate::wire::{assert_layout, define_view, read_prefix, WireError};
 
@@ -96,6 +97,51 @@ impl<'a> CapsuleCmd<'a> {
             sqe: self.sqe.to_raw(),
         };
         l.emit(buf, raw.as_bytes(), self.data)
+    }
+}
+
+/// How a command capsule's SGL1 relates to the data that came with it (spec §2.6, §3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SglDataCheck {
+    /// Transport SGL (0x5A) of `len` bytes, no in-capsule data: data moves by R2T/C2HData
+    /// (`len == 0`: no data at all).
+    Transport { len: u32 },
+    /// In-capsule SGL (0x01) whose length equals the in-capsule data.
+    InCapsule { len: u32 },
+    /// In-capsule SGL with a non-zero offset (ICDOFF is 0): SGL Offset Invalid.
+    InCapsuleOffset { offset: u64 },
+    /// In-capsule SGL length differs from the data carried.
+    LengthMismatch { sgl_len: u32, icd_len: u32 },
+    /// In-capsule data arrived but the SGL is not an in-capsule descriptor.
+    UnexpectedData { icd_len: u32 },
+    /// Any other descriptor type: SGL Descriptor Type Invalid.
+    UnsupportedType { identifier: u8 },
+}
+
+impl CapsuleCmd<'_> {
+    /// Classifies SGL1 against the in-capsule data. Which status (or fatal error) each
+    /// mismatch earns is the controller's policy.
+    pub fn sgl_data_check(&self) -> SglDataCheck {
+        let sgl = &self.sqe.sgl;
+        let icd_len = u32::try_from(self.data.len()).unwrap_or(u32::MAX);
+        match sgl.kind() {
+            SglKind::TransportDataBlock if icd_len == 0 => {
+                SglDataCheck::Transport { len: sgl.length }
+            }
+            SglKind::TransportDataBlock => SglDataCheck::UnexpectedData { icd_len },
+            SglKind::InCapsule if sgl.address != 0 => SglDataCheck::InCapsuleOffset {
+                offset: sgl.address,
+            },
+            SglKind::InCapsule if sgl.length != icd_len => SglDataCheck::LengthMismatch {
+                sgl_len: sgl.length,
+                icd_len,
+            },
+            SglKind::InCapsule => SglDataCheck::InCapsule { len: icd_len },
+            _ if icd_len != 0 => SglDataCheck::UnexpectedData { icd_len },
+            _ => SglDataCheck::UnsupportedType {
+                identifier: sgl.identifier,
+            },
+        }
     }
 }
 
@@ -190,6 +236,41 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(cmd.to_string().contains("icd=16"));
+    }
+
+    #[test]
+    fn sgl_data_checks() {
+        let data = [0u8; 16];
+        let mut c = CapsuleCmd {
+            sqe: connect_sqe(),
+            data: &data,
+        };
+        assert_eq!(c.sgl_data_check(), SglDataCheck::InCapsule { len: 16 });
+        c.sqe.sgl.length = 32;
+        assert_eq!(
+            c.sgl_data_check(),
+            SglDataCheck::LengthMismatch {
+                sgl_len: 32,
+                icd_len: 16
+            }
+        );
+        c.sqe.sgl.address = 8;
+        assert_eq!(
+            c.sgl_data_check(),
+            SglDataCheck::InCapsuleOffset { offset: 8 }
+        );
+        c.sqe.sgl = SglDescriptor::transport(4096);
+        assert_eq!(
+            c.sgl_data_check(),
+            SglDataCheck::UnexpectedData { icd_len: 16 }
+        );
+        c.data = &[];
+        assert_eq!(c.sgl_data_check(), SglDataCheck::Transport { len: 4096 });
+        c.sqe.sgl.identifier = 0x40;
+        assert_eq!(
+            c.sgl_data_check(),
+            SglDataCheck::UnsupportedType { identifier: 0x40 }
+        );
     }
 
     #[test]

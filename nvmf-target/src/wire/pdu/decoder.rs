@@ -122,6 +122,13 @@ impl PduDecoder {
         self.buf.get(..n).unwrap_or_default()
     }
 
+    /// The C2HTermReq to send after a fatal error (None while no fatal error happened).
+    pub fn term_req(&self) -> Option<super::TermReq<'_>> {
+        self.fatal
+            .as_ref()
+            .map(|e| super::TermReq::c2h_for(e, self.offending_header()))
+    }
+
     fn sequence_error(&self, raw_type: u8) -> Option<FatalError> {
         let t = PduType::from_u8(raw_type)?;
         let (ic, ours) = match self.cfg.role {
@@ -456,6 +463,7 @@ mod tests {
         assert_eq!(dec.push(&[0; 10]), 0);
         assert!(matches!(dec.poll(), Err(PduError::Fatal(_))));
         let term = TermReq::c2h_for(&err, dec.offending_header());
+        assert_eq!(dec.term_req(), Some(term));
         let mut out = vec![0u8; term.wire_len()];
         term.emit(&mut out).unwrap();
         assert_eq!(&out[..4], &[3, 0, 24, 0]);

@@ -39,7 +39,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use super::{assert_layout, define_view, view_accessors, write_prefix, WireError};
 
-pub use capsule::{CapsuleCmd, CapsuleResp};
+pub use capsule::{CapsuleCmd, CapsuleResp, SglDataCheck};
 pub use data::{C2HData, H2CData};
 pub use decoder::PduDecoder;
 pub use ic::{IcReq, IcResp};
