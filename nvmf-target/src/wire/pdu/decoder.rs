@@ -559,7 +559,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
 
         #[test]
         fn chunking_does_not_matter((_d, stream) in arb_pdu_stream(), cuts in proptest::collection::vec(any::<usize>(), 0..40)) {
