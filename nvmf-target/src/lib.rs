@@ -1,1 +1,6 @@
-//! NVMe/TCP target. Built by the nvmf-target issue; empty until then.
+//! NVMe/TCP target serving thin volumes.
+//!
+//! Modules: [`wire`] (NVMe, NVMe-oF and NVMe/TCP structures, no I/O). Controller logic,
+//! transport and block devices follow in their own modules.
+
+pub mod wire;
