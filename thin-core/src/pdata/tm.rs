@@ -103,6 +103,50 @@ fn zero_block() -> Box<Block> {
     Box::new([0u8; BLOCK_SIZE])
 }
 
+/// In-core space-map state from committed roots (reads the metadata index block).
+fn load_space_maps<D: BlockDevice>(
+    cache: &mut Cache<D>,
+    meta: SmRoot,
+    data: SmRoot,
+) -> Result<(SpaceMap, SpaceMap), PdError> {
+    let nb = sm::nr_bitmaps(meta.nr_blocks);
+    if nb as usize > MAX_METADATA_BITMAPS || meta.nr_blocks > cache.dev().nr_blocks() {
+        return Err(PdError::SpaceMap {
+            block: 0,
+            reason: "metadata space map larger than the device",
+        });
+    }
+    let mut entries = Vec::with_capacity(nb as usize);
+    cache.read(meta.bitmap_root, BlockKind::Index, |b| {
+        for i in 0..nb as usize {
+            entries.push(sm::index_block_entry(b, i));
+        }
+    })?;
+    let msm = SpaceMap {
+        nr_blocks: meta.nr_blocks,
+        nr_allocated: meta.nr_allocated,
+        ref_root: meta.ref_count_root,
+        index: IndexStore::Block {
+            loc: meta.bitmap_root,
+            entries,
+        },
+        prev_loc: HashMap::new(),
+        cursor: 0,
+    };
+    let dsm = SpaceMap {
+        nr_blocks: data.nr_blocks,
+        nr_allocated: data.nr_allocated,
+        ref_root: data.ref_count_root,
+        index: IndexStore::Tree {
+            root: data.bitmap_root,
+            dirty: BTreeMap::new(),
+        },
+        prev_loc: HashMap::new(),
+        cursor: 0,
+    };
+    Ok((msm, dsm))
+}
+
 impl<D: BlockDevice> Tm<D> {
     /// Formats fresh space maps on `dev`: `meta_blocks` metadata blocks (block 0 is reserved
     /// for the superblock) and `data_blocks` data blocks. Nothing is durable until commit.
@@ -185,43 +229,11 @@ impl<D: BlockDevice> Tm<D> {
     /// Opens space maps from their committed roots.
     pub fn open(dev: D, cache_blocks: usize, meta: SmRoot, data: SmRoot) -> Result<Self, PdError> {
         let mut cache = Cache::new(dev, cache_blocks);
-        let nb = sm::nr_bitmaps(meta.nr_blocks);
-        if nb as usize > MAX_METADATA_BITMAPS || meta.nr_blocks > cache.dev().nr_blocks() {
-            return Err(PdError::SpaceMap {
-                block: 0,
-                reason: "metadata space map larger than the device",
-            });
-        }
-        let mut entries = Vec::with_capacity(nb as usize);
-        cache.read(meta.bitmap_root, BlockKind::Index, |b| {
-            for i in 0..nb as usize {
-                entries.push(sm::index_block_entry(b, i));
-            }
-        })?;
+        let (msm, dsm) = load_space_maps(&mut cache, meta, data)?;
         Ok(Tm {
             cache,
-            msm: SpaceMap {
-                nr_blocks: meta.nr_blocks,
-                nr_allocated: meta.nr_allocated,
-                ref_root: meta.ref_count_root,
-                index: IndexStore::Block {
-                    loc: meta.bitmap_root,
-                    entries,
-                },
-                prev_loc: HashMap::new(),
-                cursor: 0,
-            },
-            dsm: SpaceMap {
-                nr_blocks: data.nr_blocks,
-                nr_allocated: data.nr_allocated,
-                ref_root: data.ref_count_root,
-                index: IndexStore::Tree {
-                    root: data.bitmap_root,
-                    dirty: BTreeMap::new(),
-                },
-                prev_loc: HashMap::new(),
-                cursor: 0,
-            },
+            msm,
+            dsm,
             overlay: BTreeMap::new(),
             applying: false,
             pending_alloc: 0,
@@ -234,41 +246,9 @@ impl<D: BlockDevice> Tm<D> {
     /// roots (abort).
     pub fn reopen(&mut self, meta: SmRoot, data: SmRoot) -> Result<(), PdError> {
         self.cache.invalidate();
-        let nb = sm::nr_bitmaps(meta.nr_blocks);
-        if nb as usize > MAX_METADATA_BITMAPS || meta.nr_blocks > self.cache.dev().nr_blocks() {
-            return Err(PdError::SpaceMap {
-                block: 0,
-                reason: "metadata space map larger than the device",
-            });
-        }
-        let mut entries = Vec::with_capacity(nb as usize);
-        self.cache.read(meta.bitmap_root, BlockKind::Index, |b| {
-            for i in 0..nb as usize {
-                entries.push(sm::index_block_entry(b, i));
-            }
-        })?;
-        self.msm = SpaceMap {
-            nr_blocks: meta.nr_blocks,
-            nr_allocated: meta.nr_allocated,
-            ref_root: meta.ref_count_root,
-            index: IndexStore::Block {
-                loc: meta.bitmap_root,
-                entries,
-            },
-            prev_loc: HashMap::new(),
-            cursor: 0,
-        };
-        self.dsm = SpaceMap {
-            nr_blocks: data.nr_blocks,
-            nr_allocated: data.nr_allocated,
-            ref_root: data.ref_count_root,
-            index: IndexStore::Tree {
-                root: data.bitmap_root,
-                dirty: BTreeMap::new(),
-            },
-            prev_loc: HashMap::new(),
-            cursor: 0,
-        };
+        let (msm, dsm) = load_space_maps(&mut self.cache, meta, data)?;
+        self.msm = msm;
+        self.dsm = dsm;
         self.overlay.clear();
         self.applying = false;
         self.pending_alloc = 0;
