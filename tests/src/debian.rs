@@ -154,6 +154,16 @@ pub fn thin_check(meta: &Path) -> Result<ToolOutput, ToolError> {
     run("thin_check", &[meta.as_os_str()])
 }
 
+/// `thin_check meta`, a failed check being an error.
+pub fn thin_check_ok(meta: &Path) -> Result<ToolOutput, ToolError> {
+    run_ok("thin_check", &[meta.as_os_str()])
+}
+
+/// `thin_dump --metadata-snap meta` (XML of the held metadata snapshot).
+pub fn thin_dump_metadata_snap(meta: &Path) -> Result<String, ToolError> {
+    Ok(run_ok("thin_dump", &["--metadata-snap".as_ref(), meta.as_os_str()])?.stdout)
+}
+
 /// `thin_dump meta` (XML).
 pub fn thin_dump(meta: &Path) -> Result<String, ToolError> {
     Ok(run_ok("thin_dump", &[meta.as_os_str()])?.stdout)

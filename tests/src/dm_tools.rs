@@ -1,55 +1,15 @@
-//! Running Debian's thin-provisioning-tools on the host and summarising `thin_dump` XML, plus a
-//! few raw reads of metadata blocks, for tests that check metadata made by other parties.
-//!
-//! Invariants: a missing tool is an error naming the install command; XML and metadata are
-//! parsed defensively (bad input is an error, never a panic).
+//! Summaries of metadata made by other parties (the kernel, Debian's tools), for tests that
+//! check it: a per-device view of a `thin_dump`, and two facts read from a raw image through
+//! thin-core. Running the tools themselves is [`crate::debian`]'s job; parsing the XML is
+//! `thin_tools::xml`'s.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
-use std::process::Command;
 
-use crate::guest_image::{run_tool, GuestError};
-
-pub const TOOLS_INSTALL: &str = "apt-get install thin-provisioning-tools";
-pub const METADATA_BLOCK_SIZE: usize = 4096;
-
-/// `thin_check <meta>`; Ok(stdout+stderr) if it exits 0.
-pub fn thin_check(meta: &Path) -> Result<String, GuestError> {
-    let out = run_tool(
-        Command::new("thin_check").arg(meta),
-        "thin_check",
-        TOOLS_INSTALL,
-    )?;
-    Ok(format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    ))
-}
-
-/// `thin_dump [--metadata-snap] <meta>` → XML.
-pub fn thin_dump(meta: &Path, metadata_snap: bool) -> Result<String, GuestError> {
-    let mut cmd = Command::new("thin_dump");
-    if metadata_snap {
-        cmd.arg("--metadata-snap");
-    }
-    let out = run_tool(cmd.arg(meta), "thin_dump", TOOLS_INSTALL)?;
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// `thin_restore -i <xml> -o <meta>` (the output file must exist, sized for the metadata).
-pub fn thin_restore(xml: &Path, meta: &Path) -> Result<(), GuestError> {
-    run_tool(
-        Command::new("thin_restore")
-            .arg("-i")
-            .arg(xml)
-            .arg("-o")
-            .arg(meta),
-        "thin_restore",
-        TOOLS_INSTALL,
-    )
-    .map(|_| ())
-}
+use thin_core::checksum::BlockKind;
+use thin_core::pdata::{btree, node};
+use thin_core::thin::{OpenOptions, Pool, Superblock};
+use thin_core::MemDevice;
+use thin_tools::xml::read_xml_str;
 
 /// What one `<device>` of a dump holds.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -81,50 +41,25 @@ impl DumpSummary {
     }
 }
 
-fn attr(tag: &str, name: &str) -> Option<u64> {
-    let pat = format!(" {name}=\"");
-    let start = tag.find(&pat)? + pat.len();
-    let end = tag[start..].find('"')? + start;
-    tag[start..end].parse().ok()
-}
-
-fn need(tag: &str, name: &str) -> Result<u64, String> {
-    attr(tag, name).ok_or_else(|| format!("attribute {name} missing or not a number in {tag}"))
-}
-
-/// Summarises thin_dump's XML (one element per line, as every thin_dump version writes it).
+/// Summarises `thin_dump` XML (parsed by our XML reader, so malformed input is an error).
 pub fn summarize_dump(xml: &str) -> Result<DumpSummary, String> {
-    let mut s = DumpSummary::default();
-    let mut current: Option<u64> = None;
-    for line in xml.lines().map(str::trim) {
-        if line.starts_with("<superblock") {
-            s.transaction = need(line, "transaction")?;
-            s.data_block_size = need(line, "data_block_size")?;
-            s.nr_data_blocks = need(line, "nr_data_blocks")?;
-            s.metadata_snap = attr(line, "metadata_snap");
-        } else if line.starts_with("<device") {
-            let id = need(line, "dev_id")?;
-            let dev = s.devices.entry(id).or_default();
-            dev.mapped_blocks_attr = need(line, "mapped_blocks")?;
-            current = Some(id);
-        } else if line.starts_with("</device") {
-            current = None;
-        } else if line.starts_with("<single_mapping") || line.starts_with("<range_mapping") {
-            let id = current.ok_or("mapping outside a device")?;
-            let (origin, data, len) = if line.starts_with("<single") {
-                (need(line, "origin_block")?, need(line, "data_block")?, 1)
-            } else {
-                (
-                    need(line, "origin_begin")?,
-                    need(line, "data_begin")?,
-                    need(line, "length")?,
-                )
-            };
-            let dev = s.devices.entry(id).or_default();
-            for i in 0..len {
-                let v = origin.checked_add(i).ok_or("origin overflows")?;
-                let d = data.checked_add(i).ok_or("data block overflows")?;
-                if dev.mappings.insert(v, d).is_some() {
+    let md = read_xml_str(xml).map_err(|e| format!("thin_dump XML: {e}"))?;
+    let mut s = DumpSummary {
+        transaction: md.superblock.transaction,
+        data_block_size: u64::from(md.superblock.data_block_size),
+        nr_data_blocks: md.superblock.nr_data_blocks,
+        metadata_snap: md.superblock.metadata_snap,
+        devices: BTreeMap::new(),
+    };
+    for d in &md.devices {
+        let id = u64::from(d.device.dev_id);
+        let dev = s.devices.entry(id).or_default();
+        dev.mapped_blocks_attr = d.device.mapped_blocks;
+        for r in &d.mappings {
+            for i in 0..r.len {
+                let v = r.thin_begin.checked_add(i).ok_or("origin overflows")?;
+                let b = r.data_begin.checked_add(i).ok_or("data block overflows")?;
+                if dev.mappings.insert(v, b).is_some() {
                     return Err(format!("dev {id}: block {v} mapped twice"));
                 }
             }
@@ -133,71 +68,38 @@ pub fn summarize_dump(xml: &str) -> Result<DumpSummary, String> {
     Ok(s)
 }
 
-fn le_u32(b: &[u8], off: usize) -> Result<u32, String> {
-    b.get(off..off + 4)
-        .map(|x| u32::from_le_bytes([x[0], x[1], x[2], x[3]]))
-        .ok_or_else(|| format!("read past the block at {off}"))
-}
-
-fn le_u64(b: &[u8], off: usize) -> Result<u64, String> {
-    let x = b
-        .get(off..off + 8)
-        .ok_or_else(|| format!("read past the block at {off}"))?;
-    let mut a = [0u8; 8];
-    a.copy_from_slice(x);
-    Ok(u64::from_le_bytes(a))
-}
-
-fn block(meta: &[u8], nr: u64) -> Result<&[u8], String> {
-    let start = usize::try_from(nr)
-        .ok()
-        .and_then(|n| n.checked_mul(METADATA_BLOCK_SIZE))
-        .ok_or("block number overflows")?;
-    meta.get(start..start + METADATA_BLOCK_SIZE)
-        .ok_or_else(|| format!("metadata block {nr} beyond the image"))
-}
-
-/// The superblock's `held_root` (a.k.a. `metadata_snap`, spec §4.1): 0 if no metadata
-/// snapshot is held. thin_dump 0.9 does not print it, so it is read directly.
+/// The superblock's `held_root` (a.k.a. `metadata_snap`): 0 if no metadata snapshot is held.
+/// thin_dump 0.9 does not print it, so it is read from the validated superblock.
 pub fn held_root(meta: &[u8]) -> Result<u64, String> {
-    le_u64(block(meta, 0)?, 0x38)
+    let block: &[u8; 4096] = meta
+        .get(..4096)
+        .and_then(|b| b.try_into().ok())
+        .ok_or("image shorter than one block")?;
+    Ok(Superblock::parse(block, 0)
+        .map_err(|e| e.to_string())?
+        .held_root)
 }
 
-/// B-tree node flags: 1 = internal, 2 = leaf (spec §5.1).
-pub const NODE_INTERNAL: u32 = 1;
-pub const NODE_LEAF: u32 = 2;
+/// B-tree node flags: 1 = internal, 2 = leaf.
+pub const NODE_INTERNAL: u32 = node::INTERNAL;
+pub const NODE_LEAF: u32 = node::LEAF;
 
-/// The flags of the root node of thin device `dev`'s mapping tree, found through the
-/// superblock's `data_mapping_root` (spec §4, §6.1). Walks down the top-level tree.
+/// The flags of the root node of thin device `dev`'s mapping tree, read through thin-core.
 pub fn device_root_flags(meta: &[u8], dev: u64) -> Result<u32, String> {
-    let sb = block(meta, 0)?;
-    let mut node_nr = le_u64(sb, 0x140)?;
-    for _depth in 0..8 {
-        let node = block(meta, node_nr)?;
-        let flags = le_u32(node, 0x04)?;
-        let nr_entries = le_u32(node, 0x10)? as usize;
-        let max_entries = le_u32(node, 0x14)? as usize;
-        if nr_entries > max_entries || 32 + 16 * max_entries > METADATA_BLOCK_SIZE {
-            return Err(format!("node {node_nr}: bad entry counts"));
-        }
-        let keys: Vec<u64> = (0..nr_entries)
-            .map(|i| le_u64(node, 32 + 8 * i))
-            .collect::<Result<_, _>>()?;
-        let value_at = |i: usize| le_u64(node, 32 + 8 * max_entries + 8 * i);
-        if flags & NODE_LEAF != 0 {
-            let i = keys
-                .iter()
-                .position(|&k| k == dev)
-                .ok_or_else(|| format!("device {dev} not in the top-level tree"))?;
-            let root = block(meta, value_at(i)?)?;
-            return le_u32(root, 0x04);
-        }
-        // Internal: the last key <= dev.
-        let i = keys
-            .iter()
-            .rposition(|&k| k <= dev)
-            .ok_or_else(|| format!("device {dev} below the first key of node {node_nr}"))?;
-        node_nr = value_at(i)?;
-    }
-    Err("top-level tree deeper than 8".into())
+    let mut pool = Pool::open(
+        MemDevice::from_image(meta),
+        OpenOptions {
+            read_only: true,
+            ..OpenOptions::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let top = pool.superblock().data_mapping_root;
+    let tm = pool.tm();
+    let root = btree::lookup_u64(tm, top, dev)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("device {dev} not in the top-level tree"))?;
+    tm.cache
+        .read(root, BlockKind::Node, node::flags)
+        .map_err(|e| e.to_string())
 }

@@ -150,8 +150,8 @@ fn mapped_counts(s: &dm_tools::DumpSummary) -> Vec<(u64, u64)> {
 /// Returns a one-line description on success.
 pub fn verify(name: &str, expected: &Expected, meta: &Path) -> Result<String, String> {
     let fail = |what: String| format!("{name}: {what}");
-    dm_tools::thin_check(meta).map_err(|e| fail(format!("thin_check failed: {e}")))?;
-    let xml = dm_tools::thin_dump(meta, false).map_err(|e| fail(e.to_string()))?;
+    crate::debian::thin_check_ok(meta).map_err(|e| fail(format!("thin_check failed: {e}")))?;
+    let xml = crate::debian::thin_dump(meta).map_err(|e| fail(e.to_string()))?;
     let live = dm_tools::summarize_dump(&xml).map_err(&fail)?;
     for (id, dev) in &live.devices {
         if dev.mapped_blocks_attr != dev.mappings.len() as u64 {
@@ -187,7 +187,8 @@ pub fn verify(name: &str, expected: &Expected, meta: &Path) -> Result<String, St
     match (expected.metadata_snap, held_root) {
         (None, 0) => {}
         (Some(want), held) if held != 0 => {
-            let xml = dm_tools::thin_dump(meta, true).map_err(|e| fail(e.to_string()))?;
+            let xml =
+                crate::debian::thin_dump_metadata_snap(meta).map_err(|e| fail(e.to_string()))?;
             let snap = dm_tools::summarize_dump(&xml).map_err(&fail)?;
             if mapped_counts(&snap) != want {
                 return Err(fail(format!(

@@ -137,7 +137,7 @@ fn kernel_dm_thin_mapping_tree_with_internal_nodes() {
 /// Every data block a device maps holds 4096 copies of one 16-byte line (the fixture scripts
 /// write whole blocks of `wr` patterns).
 fn check_data_blocks(name: &str, meta: &Path, data: &[u8]) {
-    let xml = dm_tools::thin_dump(meta, false).expect("thin_dump");
+    let xml = e2e_tests::debian::thin_dump(meta).expect("thin_dump");
     let dump = dm_tools::summarize_dump(&xml).expect("thin_dump XML");
     let bs = kf::DATA_BLOCK_BYTES as usize;
     for (dev, d) in &dump.devices {
@@ -217,8 +217,8 @@ fn kernel_activates_metadata_from_thin_restore() {
     let data = dir.path().join("data.bin");
     std::fs::write(&xml, RESTORE_XML).expect("write xml");
     kf::zero_file(&meta, kf::META_BYTES).expect("meta file");
-    dm_tools::thin_restore(&xml, &meta).unwrap_or_else(|e| panic!("{e}"));
-    dm_tools::thin_check(&meta).unwrap_or_else(|e| panic!("restored metadata: {e}"));
+    e2e_tests::debian::thin_restore(&xml, &meta).unwrap_or_else(|e| panic!("{e}"));
+    e2e_tests::debian::thin_check_ok(&meta).unwrap_or_else(|e| panic!("restored metadata: {e}"));
 
     // Patterns at the data blocks the XML names, the same shape the guest's `wr` writes.
     let mut bytes = vec![0u8; kf::DATA_BYTES as usize];
@@ -240,8 +240,8 @@ fn kernel_activates_metadata_from_thin_restore() {
     run.assert_success();
 
     // The kernel's changes on top of thin_restore's metadata check out too.
-    dm_tools::thin_check(&meta).unwrap_or_else(|e| panic!("after the kernel: {e}"));
-    let dump = dm_tools::summarize_dump(&dm_tools::thin_dump(&meta, false).expect("dump"))
+    e2e_tests::debian::thin_check_ok(&meta).unwrap_or_else(|e| panic!("after the kernel: {e}"));
+    let dump = dm_tools::summarize_dump(&e2e_tests::debian::thin_dump(&meta).expect("dump"))
         .expect("dump XML");
     let mapped: Vec<(u64, usize)> = dump
         .devices

@@ -461,19 +461,7 @@ fn remove_some<D: BlockDevice>(
     end: u64,
 ) -> Result<(u64, u64), PdError> {
     let mut probe = [0u8; 32];
-    let vs = tm.cache.read(root, BlockKind::Node, |d| {
-        if node::is_leaf(d) {
-            node::value_size(d)
-        } else {
-            // Find the leaf value size below.
-            0
-        }
-    })?;
-    let vs = if vs == 0 {
-        leaf_value_size(tm, root)?
-    } else {
-        vs
-    };
+    let vs = leaf_value_size(tm, root)?;
     if vs > probe.len() {
         return Err(PdError::BadNode {
             block: root,

@@ -110,6 +110,8 @@ struct Checker<'a, D: BlockDevice> {
     meta_expected: Vec<u32>,
     data_expected: Vec<u8>,
     data_overflow: HashMap<u64, u32>,
+    /// Whether data references are counted (not for `--metadata-snap`).
+    count_data: bool,
     /// Node → (entries below it, height) for nodes already walked.
     memo: HashMap<u64, (u64, u32)>,
     buf_pool: Vec<Box<Block>>,
@@ -155,6 +157,9 @@ impl<'a, D: BlockDevice> Checker<'a, D> {
                     self.nr_data
                 ),
             );
+            return;
+        }
+        if !self.count_data {
             return;
         }
         let c = &mut self.data_expected[b as usize];
@@ -735,6 +740,7 @@ pub fn check<D: BlockDevice>(dev: &mut D, opts: &CheckOptions) -> CheckReport {
         nr_data,
         meta_expected: vec![0u32; nr_meta as usize],
         data_expected: vec![0u8; data_table],
+        count_data: !(opts.skip_mappings || opts.metadata_snap),
         data_overflow: HashMap::new(),
         memo: HashMap::new(),
         buf_pool: Vec::new(),
@@ -743,12 +749,10 @@ pub fn check<D: BlockDevice>(dev: &mut D, opts: &CheckOptions) -> CheckReport {
         if sb.held_root == 0 {
             ck.fatal(None, String::from("no metadata snapshot is held"));
         } else {
-            ck.nr_data = u64::MAX;
-            ck.data_expected = Vec::new();
             match ck.read_block(sb.held_root, BlockKind::Superblock) {
                 Ok(b) => {
                     let held = Superblock::decode(&b);
-                    let (d, m) = ck.thin_trees_no_data(&held);
+                    let (d, m) = ck.thin_trees(&held, "metadata snap", false);
                     report.nr_devices = d;
                     report.nr_mappings = m;
                 }
@@ -791,48 +795,4 @@ pub fn check<D: BlockDevice>(dev: &mut D, opts: &CheckOptions) -> CheckReport {
     }
     report.issues = ck.issues;
     report
-}
-
-impl<'a, D: BlockDevice> Checker<'a, D> {
-    /// For `--metadata-snap`: walks the held trees without data accounting.
-    fn thin_trees_no_data(&mut self, held: &Superblock) -> (u64, u64) {
-        self.nr_data = u64::MAX;
-        let mut top: Vec<(u64, u64)> = Vec::new();
-        self.rooted_tree(
-            held.data_mapping_root,
-            8,
-            Leaves::Plain,
-            "top-level mapping tree",
-            &mut |k, v| {
-                top.push((
-                    k,
-                    u64::from_le_bytes([v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]]),
-                ));
-            },
-        );
-        self.rooted_tree(
-            held.device_details_root,
-            DETAILS_SIZE,
-            Leaves::Plain,
-            "device details tree",
-            &mut |_, _| {},
-        );
-        let mut total = 0;
-        for &(id, root) in &top {
-            match self.rooted_tree(
-                root,
-                8,
-                Leaves::Plain,
-                "thin device mapping tree",
-                &mut |_, _| {},
-            ) {
-                Some((c, _)) => total += c,
-                None => self.fatal(
-                    Some(root),
-                    format!("metadata snap: device {id}: mapping tree is damaged"),
-                ),
-            }
-        }
-        (top.len() as u64, total)
-    }
 }
