@@ -96,7 +96,7 @@ pub fn device_root_flags(meta: &[u8], dev: u64) -> Result<u32, String> {
     .map_err(|e| e.to_string())?;
     let top = pool.superblock().data_mapping_root;
     let tm = pool.tm();
-    let root = btree::lookup_u64(tm, top, dev)
+    let root = btree::lookup_u64(&mut tm.cache, top, dev)
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("device {dev} not in the top-level tree"))?;
     tm.cache

@@ -15,6 +15,7 @@
 
 use crate::block::{Block, BlockDevice, BLOCK_SIZE};
 use crate::checksum::BlockKind;
+use crate::pdata::cache::Cache;
 use crate::pdata::node;
 use crate::pdata::tm::{Tm, Which};
 use crate::pdata::PdError;
@@ -130,7 +131,7 @@ pub fn empty<D: BlockDevice>(tm: &mut Tm<D>, value_size: u32) -> Result<u64, PdE
 
 /// Looks `key` up; copies its value into `out` (whose length is the value size).
 pub fn lookup<D: BlockDevice>(
-    tm: &mut Tm<D>,
+    cache: &mut Cache<D>,
     root: u64,
     key: u64,
     out: &mut [u8],
@@ -142,25 +143,23 @@ pub fn lookup<D: BlockDevice>(
     }
     let mut b = root;
     for _ in 0..MAX_DEPTH {
-        let step = tm
-            .cache
-            .read(b, BlockKind::Node, |d| -> Result<Step, PdError> {
-                check_shape(d, b, out.len())?;
-                if node::is_leaf(d) {
-                    Ok(match node::find_exact(d, key) {
-                        Some(i) => {
-                            out.copy_from_slice(node::value(d, i));
-                            Step::Found
-                        }
-                        None => Step::Missing,
-                    })
-                } else {
-                    Ok(match node::lower_bound(d, key) {
-                        Some(i) => Step::Child(node::value_u64(d, i)),
-                        None => Step::Missing,
-                    })
-                }
-            })??;
+        let step = cache.read(b, BlockKind::Node, |d| -> Result<Step, PdError> {
+            check_shape(d, b, out.len())?;
+            if node::is_leaf(d) {
+                Ok(match node::find_exact(d, key) {
+                    Some(i) => {
+                        out.copy_from_slice(node::value(d, i));
+                        Step::Found
+                    }
+                    None => Step::Missing,
+                })
+            } else {
+                Ok(match node::lower_bound(d, key) {
+                    Some(i) => Step::Child(node::value_u64(d, i)),
+                    None => Step::Missing,
+                })
+            }
+        })??;
         match step {
             Step::Found => return Ok(true),
             Step::Missing => return Ok(false),
@@ -172,12 +171,12 @@ pub fn lookup<D: BlockDevice>(
 
 /// Looks up a u64 value.
 pub fn lookup_u64<D: BlockDevice>(
-    tm: &mut Tm<D>,
+    cache: &mut Cache<D>,
     root: u64,
     key: u64,
 ) -> Result<Option<u64>, PdError> {
     let mut v = [0u8; 8];
-    Ok(lookup(tm, root, key, &mut v)?.then(|| u64::from_le_bytes(v)))
+    Ok(lookup(cache, root, key, &mut v)?.then(|| u64::from_le_bytes(v)))
 }
 
 /// Looks up a u64 value and reports whether any node on the path from `root` down (root
@@ -216,7 +215,7 @@ pub fn lookup_shared<D: BlockDevice>(
 
 /// The first entry with key `>= key`: its key, value copied into `out`.
 pub fn lookup_ge<D: BlockDevice>(
-    tm: &mut Tm<D>,
+    cache: &mut Cache<D>,
     root: u64,
     key: u64,
     out: &mut [u8],
@@ -234,36 +233,34 @@ pub fn lookup_ge<D: BlockDevice>(
             Exhausted,
             Child(usize, u64),
         }
-        let step = tm
-            .cache
-            .read(b, BlockKind::Node, |d| -> Result<Step, PdError> {
-                check_shape(d, b, out.len())?;
-                let n = node::nr_entries(d);
-                if node::is_leaf(d) {
-                    let i = if leftmost {
-                        0
-                    } else {
-                        match node::lower_bound(d, key) {
-                            Some(i) if node::key(d, i) == key => i,
-                            Some(i) => i + 1,
-                            None => 0,
-                        }
-                    };
-                    if i < n {
-                        out.copy_from_slice(node::value(d, i));
-                        Ok(Step::Found(node::key(d, i)))
-                    } else {
-                        Ok(Step::Exhausted)
-                    }
+        let step = cache.read(b, BlockKind::Node, |d| -> Result<Step, PdError> {
+            check_shape(d, b, out.len())?;
+            let n = node::nr_entries(d);
+            if node::is_leaf(d) {
+                let i = if leftmost {
+                    0
                 } else {
-                    let i = if leftmost {
-                        0
-                    } else {
-                        node::lower_bound(d, key).unwrap_or(0)
-                    };
-                    Ok(Step::Child(i, node::value_u64(d, i)))
+                    match node::lower_bound(d, key) {
+                        Some(i) if node::key(d, i) == key => i,
+                        Some(i) => i + 1,
+                        None => 0,
+                    }
+                };
+                if i < n {
+                    out.copy_from_slice(node::value(d, i));
+                    Ok(Step::Found(node::key(d, i)))
+                } else {
+                    Ok(Step::Exhausted)
                 }
-            })??;
+            } else {
+                let i = if leftmost {
+                    0
+                } else {
+                    node::lower_bound(d, key).unwrap_or(0)
+                };
+                Ok(Step::Child(i, node::value_u64(d, i)))
+            }
+        })??;
         match step {
             Step::Found(k) if k < key => {
                 return Err(PdError::BadNode {
@@ -282,7 +279,7 @@ pub fn lookup_ge<D: BlockDevice>(
                     let Some((p, i)) = path.pop() else {
                         return Ok(None);
                     };
-                    let next = tm.cache.read(p, BlockKind::Node, |d| {
+                    let next = cache.read(p, BlockKind::Node, |d| {
                         (i + 1 < node::nr_entries(d)).then(|| node::value_u64(d, i + 1))
                     })?;
                     if let Some(c) = next {
@@ -461,14 +458,14 @@ fn remove_some<D: BlockDevice>(
     end: u64,
 ) -> Result<(u64, u64), PdError> {
     let mut probe = [0u8; 32];
-    let vs = leaf_value_size(tm, root)?;
+    let vs = leaf_value_size(&mut tm.cache, root)?;
     if vs > probe.len() {
         return Err(PdError::BadNode {
             block: root,
             reason: "value size too large",
         });
     }
-    let k = match lookup_ge(tm, root, begin, &mut probe[..vs])? {
+    let k = match lookup_ge(&mut tm.cache, root, begin, &mut probe[..vs])? {
         Some(k) if k < end => k,
         _ => return Ok((root, 0)),
     };
@@ -531,10 +528,10 @@ fn remove_some<D: BlockDevice>(
     Err(PdError::TooDeep { block: cur })
 }
 
-fn leaf_value_size<D: BlockDevice>(tm: &mut Tm<D>, root: u64) -> Result<usize, PdError> {
+fn leaf_value_size<D: BlockDevice>(cache: &mut Cache<D>, root: u64) -> Result<usize, PdError> {
     let mut b = root;
     for _ in 0..MAX_DEPTH {
-        let (leaf, vs, first) = tm.cache.read(b, BlockKind::Node, |d| {
+        let (leaf, vs, first) = cache.read(b, BlockKind::Node, |d| {
             let first =
                 (node::nr_entries(d) > 0 && !node::is_leaf(d)).then(|| node::value_u64(d, 0));
             (node::is_leaf(d), node::value_size(d), first)
@@ -701,7 +698,7 @@ pub fn delete<D: BlockDevice>(tm: &mut Tm<D>, refs: Refs, root: u64) -> Result<(
 
 /// Visits every entry in key order; `f` returns `false` to stop early.
 pub fn walk<D: BlockDevice>(
-    tm: &mut Tm<D>,
+    cache: &mut Cache<D>,
     root: u64,
     value_size: usize,
     mut f: impl FnMut(u64, &[u8]) -> bool,
@@ -723,24 +720,22 @@ pub fn walk<D: BlockDevice>(
             });
         }
         children.clear();
-        let go_on = tm
-            .cache
-            .read(b, BlockKind::Node, |d| -> Result<bool, PdError> {
-                check_shape(d, b, value_size)?;
-                let n = node::nr_entries(d);
-                if node::is_leaf(d) {
-                    for i in 0..n {
-                        if !f(node::key(d, i), node::value(d, i)) {
-                            return Ok(false);
-                        }
-                    }
-                } else {
-                    for i in (0..n).rev() {
-                        children.push(node::value_u64(d, i));
+        let go_on = cache.read(b, BlockKind::Node, |d| -> Result<bool, PdError> {
+            check_shape(d, b, value_size)?;
+            let n = node::nr_entries(d);
+            if node::is_leaf(d) {
+                for i in 0..n {
+                    if !f(node::key(d, i), node::value(d, i)) {
+                        return Ok(false);
                     }
                 }
-                Ok(true)
-            })??;
+            } else {
+                for i in (0..n).rev() {
+                    children.push(node::value_u64(d, i));
+                }
+            }
+            Ok(true)
+        })??;
         if !go_on {
             return Ok(());
         }
@@ -827,7 +822,7 @@ mod tests {
             }
             assert_eq!(check_tree(&mut tm, root), model.len(), "round {round}");
             let mut seen = Vec::new();
-            walk(&mut tm, root, 8, |k, v| {
+            walk(&mut tm.cache, root, 8, |k, v| {
                 seen.push((k, u64::from_le_bytes(v.try_into().unwrap())));
                 true
             })
@@ -838,7 +833,7 @@ mod tests {
             );
             for probe in [0u64, 5, 777, 19_999, 30_000] {
                 let mut v = [0u8; 8];
-                let got = lookup_ge(&mut tm, root, probe, &mut v).unwrap();
+                let got = lookup_ge(&mut tm.cache, root, probe, &mut v).unwrap();
                 assert_eq!(got, model.range(probe..).next().map(|(k, _)| *k));
             }
             // Commit and reopen every round.

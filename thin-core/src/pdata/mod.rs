@@ -8,6 +8,7 @@
 //! - [`btree`]: copy-on-write B-trees (lookup, insert, remove with rebalancing, walk, delete).
 
 pub mod btree;
+pub mod builder;
 pub mod cache;
 pub mod error;
 pub mod node;

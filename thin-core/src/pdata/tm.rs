@@ -306,7 +306,7 @@ impl<D: BlockDevice> Tm<D> {
                 }
                 let root = *root;
                 let mut v = [0u8; sm::INDEX_ENTRY_SIZE];
-                if btree::lookup(self, root, i, &mut v)? {
+                if btree::lookup(&mut self.cache, root, i, &mut v)? {
                     Ok(IndexEntry::unpack(&v))
                 } else {
                     Err(PdError::SpaceMap {
@@ -352,7 +352,7 @@ impl<D: BlockDevice> Tm<D> {
         }
         let root = self.space_map(which).ref_root;
         let mut val = [0u8; 4];
-        if btree::lookup(self, root, b, &mut val)? {
+        if btree::lookup(&mut self.cache, root, b, &mut val)? {
             let c = u32::from_le_bytes(val);
             if c < 3 {
                 return Err(PdError::RefCount {
@@ -400,6 +400,16 @@ impl<D: BlockDevice> Tm<D> {
                 reason: "increment of a free block",
             });
         }
+        let n = c.checked_add(1).ok_or(PdError::RefCount {
+            block: b,
+            reason: "count overflow",
+        })?;
+        self.set_count(which, b, c, n)
+    }
+
+    /// Adds a reference to `b`, taking it if it is free (restore builds counts this way).
+    pub fn inc_or_claim(&mut self, which: Which, b: u64) -> Result<(), PdError> {
+        let c = self.count(which, b)?;
         let n = c.checked_add(1).ok_or(PdError::RefCount {
             block: b,
             reason: "count overflow",

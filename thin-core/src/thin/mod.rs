@@ -4,6 +4,8 @@
 pub mod check;
 pub mod details;
 pub mod pool;
+pub mod reader;
+pub mod restore;
 pub mod superblock;
 
 pub use details::{BlockTime, DeviceDetails};

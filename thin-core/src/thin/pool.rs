@@ -207,13 +207,13 @@ pub struct PoolStats {
 
 /// A thin pool over a metadata device.
 pub struct Pool<D> {
-    tm: Tm<D>,
+    pub(crate) tm: Tm<D>,
     /// In-core superblock: the next commit writes it.
-    sb: Superblock,
+    pub(crate) sb: Superblock,
     /// The superblock on disk.
     committed: Superblock,
     /// Device details changed since the last commit.
-    details: BTreeMap<u64, DeviceDetails>,
+    pub(crate) details: BTreeMap<u64, DeviceDetails>,
     read_only: bool,
     failed: bool,
 }
@@ -337,7 +337,7 @@ impl<D: BlockDevice> Pool<D> {
 
     /// Runs a mutating operation: refused when read-only, failed or nearly out of metadata
     /// space; a metadata failure inside it marks the pool failed.
-    fn mutate<R>(
+    pub(crate) fn mutate<R>(
         &mut self,
         f: impl FnOnce(&mut Self) -> Result<R, PoolError>,
     ) -> Result<R, PoolError> {
@@ -365,13 +365,13 @@ impl<D: BlockDevice> Pool<D> {
     }
 
     fn dev_root(&mut self, id: u64) -> Result<u64, PoolError> {
-        btree::lookup_u64(&mut self.tm, self.sb.data_mapping_root, id)?
+        btree::lookup_u64(&mut self.tm.cache, self.sb.data_mapping_root, id)?
             .ok_or(PoolError::NoSuchDevice(id))
     }
 
     /// Whether device `id` exists.
     pub fn device_exists(&mut self, id: u64) -> Result<bool, PoolError> {
-        Ok(btree::lookup_u64(&mut self.tm, self.sb.data_mapping_root, id)?.is_some())
+        Ok(btree::lookup_u64(&mut self.tm.cache, self.sb.data_mapping_root, id)?.is_some())
     }
 
     /// Details of device `id`.
@@ -380,7 +380,7 @@ impl<D: BlockDevice> Pool<D> {
             return Ok(*d);
         }
         let mut v = [0u8; DETAILS_SIZE];
-        if btree::lookup(&mut self.tm, self.sb.device_details_root, id, &mut v)? {
+        if btree::lookup(&mut self.tm.cache, self.sb.device_details_root, id, &mut v)? {
             Ok(DeviceDetails::unpack(&v))
         } else if self.device_exists(id)? {
             Err(PoolError::Metadata(PdError::BadNode {
@@ -395,7 +395,7 @@ impl<D: BlockDevice> Pool<D> {
     /// Ids of all thin devices, ascending.
     pub fn devices(&mut self) -> Result<Vec<u64>, PoolError> {
         let mut ids = Vec::new();
-        btree::walk(&mut self.tm, self.sb.data_mapping_root, 8, |k, _| {
+        btree::walk(&mut self.tm.cache, self.sb.data_mapping_root, 8, |k, _| {
             ids.push(k);
             true
         })?;
@@ -437,7 +437,7 @@ impl<D: BlockDevice> Pool<D> {
 
     /// Adds a new device `id` with tree `root` to the top-level tree (the tree's reference is
     /// handed over to the top-level entry).
-    fn insert_device_root(&mut self, id: u64, root: u64) -> Result<(), PoolError> {
+    pub(crate) fn insert_device_root(&mut self, id: u64, root: u64) -> Result<(), PoolError> {
         let top = self.sb.data_mapping_root;
         let (top, _) = btree::insert(&mut self.tm, Refs::Subtree, top, id, &root.to_le_bytes())?;
         self.sb.data_mapping_root = top;
@@ -517,7 +517,7 @@ impl<D: BlockDevice> Pool<D> {
     /// Looks up virtual block `vblock` of device `id`.
     pub fn lookup(&mut self, id: u64, vblock: u64) -> Result<Option<Mapping>, PoolError> {
         let root = self.dev_root(id)?;
-        let Some(v) = btree::lookup_u64(&mut self.tm, root, vblock)? else {
+        let Some(v) = btree::lookup_u64(&mut self.tm.cache, root, vblock)? else {
             return Ok(None);
         };
         let bt = BlockTime::unpack(v);
@@ -621,7 +621,7 @@ impl<D: BlockDevice> Pool<D> {
         let mut k = begin;
         let mut v = [0u8; 8];
         while k < end {
-            match btree::lookup_ge(&mut self.tm, root, k, &mut v)? {
+            match btree::lookup_ge(&mut self.tm.cache, root, k, &mut v)? {
                 Some(key) if key < k => {
                     return Err(PoolError::Metadata(PdError::BadNode {
                         block: root,
