@@ -7,6 +7,7 @@
 //! * [`human_readable`] — `thin_dump -f human_readable` output, byte-identical to 0.9.
 #![forbid(unsafe_code)]
 
+pub mod commands;
 pub mod human_readable;
 pub mod ir;
 pub mod xml;
