@@ -14,8 +14,11 @@ pub mod restore;
 pub mod rmap;
 pub mod trim;
 
-/// Tool names as users type them (`thin_check` …) and as `thin <tool>` subcommands.
-pub const TOOLS: &[(&str, fn(Vec<OsString>) -> ExitCode)] = &[
+/// A tool's entry point: full argv (argv[0] is the tool name) → exit code.
+pub type Tool = fn(Vec<OsString>) -> ExitCode;
+
+/// Tool names as users type them.
+pub const TOOLS: &[(&str, Tool)] = &[
     ("thin_check", check::run),
     ("thin_dump", dump::run),
     ("thin_restore", restore::run),
@@ -28,7 +31,7 @@ pub const TOOLS: &[(&str, fn(Vec<OsString>) -> ExitCode)] = &[
 ];
 
 /// Finds a tool by `thin_x`, `x` or `x` with dashes (`metadata-size`).
-pub fn find(name: &str) -> Option<fn(Vec<OsString>) -> ExitCode> {
+pub fn find(name: &str) -> Option<Tool> {
     let norm = name.replace('-', "_");
     TOOLS
         .iter()
