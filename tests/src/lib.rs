@@ -13,6 +13,7 @@ pub mod dm_tools;
 pub mod elf;
 pub mod guest_image;
 pub mod kernel_fixtures;
+pub mod ours;
 pub mod qemu;
 pub mod xmlgen;
 

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod commands;
+pub mod dump;
 pub mod human_readable;
 pub mod ir;
 pub mod xml;

@@ -1,0 +1,63 @@
+//! Runs our multi-call `thin` binary the way users do: as `thin_check …` through a symlink.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::debian::ToolOutput;
+
+/// The `thin` binary of the running test's profile (`target/<profile>/thin`), built (or
+/// brought up to date) once per test process with the cargo that runs the tests.
+pub fn thin_bin() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().expect("test executable path");
+            let dir = exe
+                .parent()
+                .and_then(|d| d.parent())
+                .expect("target/<profile> directory");
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let mut cmd = Command::new(cargo);
+            cmd.args(["build", "--quiet", "-p", "thin-tools", "--bin", "thin"]);
+            if dir.file_name().is_some_and(|n| n == "release") {
+                cmd.arg("--release");
+            }
+            let status = cmd.status().expect("run cargo build for the thin binary");
+            assert!(status.success(), "cargo build -p thin-tools failed");
+            let bin = dir.join("thin");
+            assert!(
+                bin.is_file(),
+                "{} is missing after cargo build",
+                bin.display()
+            );
+            bin
+        })
+        .clone()
+}
+
+/// A directory of `thin_*` symlinks to the binary, so tools run under their own names.
+pub fn tool_path(tool: &str) -> PathBuf {
+    let bin = thin_bin();
+    let dir = bin.parent().expect("bin dir").join("thin-tool-links");
+    std::fs::create_dir_all(&dir).expect("links dir");
+    let link = dir.join(tool);
+    if std::fs::read_link(&link).ok().as_deref() != Some(bin.as_path()) {
+        let _ = std::fs::remove_file(&link);
+        // Another test may create it at the same moment; either link is fine.
+        let _ = std::os::unix::fs::symlink(&bin, &link);
+    }
+    link
+}
+
+/// Runs our `tool` (e.g. "thin_dump") with `args`.
+pub fn run(tool: &str, args: &[&std::ffi::OsStr]) -> ToolOutput {
+    let out = Command::new(tool_path(tool))
+        .args(args)
+        .output()
+        .expect("run our tool");
+    ToolOutput {
+        status: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
