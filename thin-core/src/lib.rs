@@ -24,6 +24,7 @@ pub mod checksum;
 #[cfg(feature = "std")]
 pub mod file;
 pub mod pdata;
+pub mod sim;
 pub mod thin;
 
 pub use block::{BlockDevice, BlockError, MemDevice, BLOCK_SIZE};
