@@ -1,0 +1,79 @@
+//! Block devices behind namespaces: [`malloc`] (RAM), file (regular file or block device) and
+//! thin volumes. The controller sees only the [`Bdev`] trait.
+//!
+//! I/O is synchronous and runs on the reactor that owns the bdev (one owner, no locks): a
+//! thin volume's pool metadata belongs to exactly one reactor.
+
+use thiserror::Error;
+
+pub mod malloc;
+
+/// Why a block I/O failed; the controller maps these to NVMe status codes.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BdevError {
+    /// LBA range beyond the device.
+    #[error("LBA range {lba}+{count} is beyond the device ({num_blocks} blocks)")]
+    OutOfRange {
+        lba: u64,
+        count: u64,
+        num_blocks: u64,
+    },
+    /// The backing pool has no free data block (Capacity Exceeded).
+    #[error("out of space")]
+    NoSpace,
+    /// The device is read-only.
+    #[error("device is read-only")]
+    ReadOnly,
+    /// The backing store failed.
+    #[error("I/O error: {0}")]
+    Io(String),
+}
+
+/// Thin-provisioning figures of a bdev (for Identify Namespace NUSE and NSFEAT).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThinInfo {
+    /// Logical blocks that are allocated (mapped data blocks × LBAs per data block).
+    pub allocated_lbas: u64,
+}
+
+/// A block device.
+pub trait Bdev: Send {
+    /// Name (unique within the target).
+    fn name(&self) -> &str;
+    /// Logical block size in bytes (512 or 4096).
+    fn block_size(&self) -> u32;
+    /// Number of logical blocks.
+    fn num_blocks(&self) -> u64;
+    /// A stable UUID (namespace identification descriptors).
+    fn uuid(&self) -> [u8; 16];
+    /// Reads `buf.len() / block_size` blocks at `lba`.
+    fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), BdevError>;
+    /// Writes `data.len() / block_size` blocks at `lba`; `fua` makes them durable first.
+    fn write(&mut self, lba: u64, data: &[u8], fua: bool) -> Result<(), BdevError>;
+    /// Makes every completed write durable.
+    fn flush(&mut self) -> Result<(), BdevError>;
+    /// Writes zeroes to `count` blocks at `lba`.
+    fn write_zeroes(&mut self, lba: u64, count: u64) -> Result<(), BdevError>;
+    /// Deallocates `count` blocks at `lba`; afterwards they read as zeroes.
+    fn deallocate(&mut self, lba: u64, count: u64) -> Result<(), BdevError>;
+    /// Thin-provisioning figures, for thin bdevs.
+    fn thin_info(&self) -> Option<ThinInfo> {
+        None
+    }
+    /// Called by the reactor regularly with a monotonic time in milliseconds (periodic
+    /// commits, out-of-space timeouts).
+    fn poll(&mut self, _now_ms: u64) {}
+}
+
+/// Checks that `[lba, lba + count)` lies within `num_blocks`.
+pub fn check_range(lba: u64, count: u64, num_blocks: u64) -> Result<(), BdevError> {
+    match lba.checked_add(count) {
+        Some(end) if end <= num_blocks => Ok(()),
+        _ => Err(BdevError::OutOfRange {
+            lba,
+            count,
+            num_blocks,
+        }),
+    }
+}
