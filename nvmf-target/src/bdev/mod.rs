@@ -6,7 +6,9 @@
 
 use thiserror::Error;
 
+pub mod file;
 pub mod malloc;
+pub mod thin;
 
 /// Why a block I/O failed; the controller maps these to NVMe status codes.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]

@@ -535,6 +535,13 @@ impl<D: BlockDevice> Pool<D> {
         }))
     }
 
+    /// The mapping of `vblock` of `id`, without working out whether it is shared (the read
+    /// path).
+    pub fn lookup_data(&mut self, id: u64, vblock: u64) -> Result<Option<BlockTime>, PoolError> {
+        let root = self.dev_root(id)?;
+        Ok(btree::lookup_u64(&mut self.tm.cache, root, vblock)?.map(BlockTime::unpack))
+    }
+
     /// First phase of a write to `vblock` of `id`: decides where the data goes and allocates
     /// a data block if needed.
     pub fn prepare_write(&mut self, id: u64, vblock: u64) -> Result<WritePlan, PoolError> {

@@ -1,0 +1,578 @@
+//! Thin volumes: bdevs backed by a thin pool (dm-thin metadata on one file or device, data
+//! on another).
+//!
+//! - Reads of unmapped blocks return zeroes.
+//! - A first write to a data block provisions it; a partial write zero-fills the rest of
+//!   the new block, or copies it from the shared block it replaces (the pool's two-phase
+//!   plan: the data goes to disk before the mapping is recorded).
+//! - Flush and FUA flush the data device, then commit the pool (data before the metadata
+//!   that references it, as dm-thin does). A pool with changes also commits every
+//!   `commit_interval_ms` (1 s by default) from [`Bdev::poll`].
+//! - Deallocate unmaps whole data blocks (their space returns to the pool at the next
+//!   commit) and zeroes the covered part of partially covered mapped blocks, so deallocated
+//!   ranges always read as zeroes.
+//! - Out of data space is an error at once (dm-thin's `error_if_no_space`): the write fails
+//!   with [`BdevError::NoSpace`], reads keep working, nothing is half-recorded.
+//!
+//! All volumes of a pool share its state through an `Arc<Mutex<…>>`. They live on the one
+//! reactor that owns the pool, so the mutex is never contended; it exists to make the
+//! volumes `Send` for the hand-over to that reactor.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use thin_core::file::FileDevice;
+use thin_core::thin::{
+    FormatOptions, OpenOptions as PoolOpenOptions, Pool, PoolError, PoolStats, WritePlan,
+};
+
+use super::{check_range, Bdev, BdevError, ThinInfo};
+
+/// Metadata cache per pool, in 4 KiB blocks (16 MiB).
+pub const DEFAULT_CACHE_BLOCKS: usize = 4096;
+/// Default periodic commit interval.
+pub const DEFAULT_COMMIT_INTERVAL_MS: u64 = 1000;
+
+fn pool_err(e: PoolError) -> BdevError {
+    match e {
+        PoolError::NoDataSpace | PoolError::NoMetadataSpace => BdevError::NoSpace,
+        PoolError::ReadOnly => BdevError::ReadOnly,
+        e => BdevError::Io(e.to_string()),
+    }
+}
+
+fn io(e: std::io::Error) -> BdevError {
+    BdevError::Io(e.to_string())
+}
+
+struct Inner {
+    pool: Pool<FileDevice>,
+    data: File,
+    block_bytes: u64,
+    dirty: bool,
+    last_commit_ms: u64,
+    commit_interval_ms: u64,
+    scratch: Vec<u8>,
+}
+
+impl Inner {
+    fn commit(&mut self) -> Result<(), BdevError> {
+        self.data.sync_data().map_err(io)?;
+        self.pool.commit().map_err(pool_err)?;
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Writes `data` at `off` within virtual block `vb` of device `id`.
+    fn write_in_block(
+        &mut self,
+        id: u64,
+        vb: u64,
+        off: usize,
+        data: &[u8],
+    ) -> Result<(), BdevError> {
+        let bb = self.block_bytes as usize;
+        let plan = self.pool.prepare_write(id, vb).map_err(pool_err)?;
+        let full = off == 0 && data.len() == bb;
+        let r = (|| -> Result<(), BdevError> {
+            match plan {
+                WritePlan::InPlace { data_block } => self
+                    .data
+                    .write_all_at(data, data_block * bb as u64 + off as u64)
+                    .map_err(io),
+                _ if full => self
+                    .data
+                    .write_all_at(data, plan.target() * bb as u64)
+                    .map_err(io),
+                WritePlan::Provision { data_block } => {
+                    self.scratch.clear();
+                    self.scratch.resize(bb, 0);
+                    self.scratch[off..off + data.len()].copy_from_slice(data);
+                    self.data
+                        .write_all_at(&self.scratch, data_block * bb as u64)
+                        .map_err(io)
+                }
+                WritePlan::BreakSharing { from, to } => {
+                    self.scratch.resize(bb, 0);
+                    self.data
+                        .read_exact_at(&mut self.scratch, from * bb as u64)
+                        .map_err(io)?;
+                    self.scratch[off..off + data.len()].copy_from_slice(data);
+                    self.data
+                        .write_all_at(&self.scratch, to * bb as u64)
+                        .map_err(io)
+                }
+            }
+        })();
+        if let Err(e) = r {
+            let _ = self.pool.abort_write(plan);
+            return Err(e);
+        }
+        self.pool.complete_write(id, vb, plan).map_err(pool_err)?;
+        self.dirty = true;
+        Ok(())
+    }
+}
+
+/// A thin pool shared by its volumes.
+#[derive(Clone)]
+pub struct ThinPool {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl std::fmt::Debug for ThinPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ThinPool").finish()
+    }
+}
+
+fn lock(m: &Mutex<Inner>) -> Result<MutexGuard<'_, Inner>, BdevError> {
+    m.lock()
+        .map_err(|_| BdevError::Io("pool state poisoned by an earlier panic".into()))
+}
+
+fn open_data(path: &Path) -> Result<(File, u64), BdevError> {
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(io)?;
+    let len = std::io::Seek::seek(&mut f, std::io::SeekFrom::End(0)).map_err(io)?;
+    Ok((f, len))
+}
+
+impl ThinPool {
+    /// Formats a pool: metadata on `meta` (whole file), data on `data` (whole file, in
+    /// blocks of `data_block_sectors` 512-byte sectors).
+    pub fn create(
+        meta: &Path,
+        data: &Path,
+        data_block_sectors: u32,
+        cache_blocks: usize,
+    ) -> Result<Self, BdevError> {
+        let (data_file, len) = open_data(data)?;
+        let block_bytes = u64::from(data_block_sectors) * 512;
+        let dev = FileDevice::open(meta).map_err(io)?;
+        let pool = Pool::format(
+            dev,
+            FormatOptions {
+                data_block_size: data_block_sectors,
+                nr_data_blocks: len / block_bytes,
+                cache_blocks,
+            },
+        )
+        .map_err(pool_err)?;
+        Ok(Self::wrap(pool, data_file))
+    }
+
+    /// Opens an existing pool.
+    pub fn open(meta: &Path, data: &Path, cache_blocks: usize) -> Result<Self, BdevError> {
+        let (data_file, len) = open_data(data)?;
+        let dev = FileDevice::open(meta).map_err(io)?;
+        let mut pool = Pool::open(
+            dev,
+            PoolOpenOptions {
+                cache_blocks,
+                read_only: false,
+            },
+        )
+        .map_err(pool_err)?;
+        let block_bytes = u64::from(pool.superblock().data_block_size) * 512;
+        let nr = pool.stats().map_err(pool_err)?.nr_data_blocks;
+        if len / block_bytes < nr {
+            return Err(BdevError::Io(format!(
+                "data device holds {} blocks, the pool expects {nr}",
+                len / block_bytes
+            )));
+        }
+        Ok(Self::wrap(pool, data_file))
+    }
+
+    fn wrap(pool: Pool<FileDevice>, data: File) -> Self {
+        let block_bytes = u64::from(pool.superblock().data_block_size) * 512;
+        ThinPool {
+            inner: Arc::new(Mutex::new(Inner {
+                pool,
+                data,
+                block_bytes,
+                dirty: false,
+                last_commit_ms: 0,
+                commit_interval_ms: DEFAULT_COMMIT_INTERVAL_MS,
+                scratch: Vec::new(),
+            })),
+        }
+    }
+
+    /// Runs `f` on the pool (management operations: create, snapshot, delete …), then
+    /// commits.
+    pub fn with_pool<R>(
+        &self,
+        f: impl FnOnce(&mut Pool<FileDevice>) -> Result<R, PoolError>,
+    ) -> Result<R, BdevError> {
+        let mut g = lock(&self.inner)?;
+        let r = f(&mut g.pool).map_err(pool_err)?;
+        g.commit()?;
+        Ok(r)
+    }
+
+    /// Pool statistics.
+    pub fn stats(&self) -> Result<PoolStats, BdevError> {
+        lock(&self.inner)?.pool.stats().map_err(pool_err)
+    }
+
+    /// Grows the pool to the data device's current size.
+    pub fn grow_to_data_device(&self) -> Result<u64, BdevError> {
+        let mut g = lock(&self.inner)?;
+        let len = std::io::Seek::seek(&mut g.data, std::io::SeekFrom::End(0)).map_err(io)?;
+        let nr = len / g.block_bytes;
+        g.pool.grow_data(nr).map_err(pool_err)?;
+        g.commit()?;
+        Ok(nr)
+    }
+
+    /// Commits now.
+    pub fn commit(&self) -> Result<(), BdevError> {
+        lock(&self.inner)?.commit()
+    }
+
+    /// A bdev for thin device `dev_id`, `size_bytes` long, with `lba_size`-byte blocks.
+    pub fn volume(
+        &self,
+        name: &str,
+        dev_id: u64,
+        size_bytes: u64,
+        lba_size: u32,
+        uuid: [u8; 16],
+    ) -> Result<ThinVolume, BdevError> {
+        let bb = lock(&self.inner)?.block_bytes;
+        if (lba_size != 512 && lba_size != 4096) || !bb.is_multiple_of(u64::from(lba_size)) {
+            return Err(BdevError::Io(format!(
+                "LBA size {lba_size} does not divide the data block size"
+            )));
+        }
+        if !lock(&self.inner)?
+            .pool
+            .device_exists(dev_id)
+            .map_err(pool_err)?
+        {
+            return Err(BdevError::Io(format!(
+                "thin device {dev_id} does not exist"
+            )));
+        }
+        Ok(ThinVolume {
+            pool: self.inner.clone(),
+            name: name.into(),
+            dev_id,
+            lba_size,
+            num_blocks: size_bytes / u64::from(lba_size),
+            block_bytes: bb,
+            uuid,
+        })
+    }
+}
+
+/// A thin volume as a bdev.
+pub struct ThinVolume {
+    pool: Arc<Mutex<Inner>>,
+    name: String,
+    dev_id: u64,
+    lba_size: u32,
+    num_blocks: u64,
+    block_bytes: u64,
+    uuid: [u8; 16],
+}
+
+impl std::fmt::Debug for ThinVolume {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ThinVolume")
+            .field("name", &self.name)
+            .field("dev_id", &self.dev_id)
+            .finish()
+    }
+}
+
+impl ThinVolume {
+    /// Byte range of an LBA transfer, checked.
+    fn bytes(&self, lba: u64, count: u64) -> Result<(u64, u64), BdevError> {
+        check_range(lba, count, self.num_blocks)?;
+        let ls = u64::from(self.lba_size);
+        Ok((lba * ls, (lba + count) * ls))
+    }
+
+    fn blocks(&self, len: usize) -> Result<u64, BdevError> {
+        if !(len as u64).is_multiple_of(u64::from(self.lba_size)) {
+            return Err(BdevError::Io(
+                "transfer is not a whole number of blocks".into(),
+            ));
+        }
+        Ok(len as u64 / u64::from(self.lba_size))
+    }
+
+    /// Splits the byte range `[start, end)` into per-data-block pieces.
+    fn pieces(&self, start: u64, end: u64) -> impl Iterator<Item = (u64, usize, usize)> + '_ {
+        let bb = self.block_bytes;
+        let mut pos = start;
+        std::iter::from_fn(move || {
+            if pos >= end {
+                return None;
+            }
+            let vb = pos / bb;
+            let off = pos % bb;
+            let n = (bb - off).min(end - pos);
+            let piece = (vb, off as usize, n as usize);
+            pos += n;
+            Some(piece)
+        })
+    }
+
+    /// Makes `[start, end)` read as zeroes: unmaps whole blocks, zeroes mapped partial ones.
+    fn unmap(&mut self, start: u64, end: u64) -> Result<(), BdevError> {
+        let pieces: Vec<_> = self.pieces(start, end).collect();
+        let mut g = lock(&self.pool)?;
+        let bb = g.block_bytes as usize;
+        let (mut run_start, mut run_end) = (None, 0u64);
+        for (vb, off, n) in pieces {
+            if off == 0 && n == bb {
+                if run_start.is_none() {
+                    run_start = Some(vb);
+                }
+                run_end = vb + 1;
+                continue;
+            }
+            if g.pool
+                .lookup_data(self.dev_id, vb)
+                .map_err(pool_err)?
+                .is_some()
+            {
+                let zeros = vec![0u8; n];
+                g.write_in_block(self.dev_id, vb, off, &zeros)?;
+            }
+        }
+        if let Some(s) = run_start {
+            if g.pool.discard(self.dev_id, s, run_end).map_err(pool_err)? > 0 {
+                g.dirty = true;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Bdev for ThinVolume {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn block_size(&self) -> u32 {
+        self.lba_size
+    }
+    fn num_blocks(&self) -> u64 {
+        self.num_blocks
+    }
+    fn uuid(&self) -> [u8; 16] {
+        self.uuid
+    }
+    fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), BdevError> {
+        let (start, end) = self.bytes(lba, self.blocks(buf.len())?)?;
+        let pieces: Vec<_> = self.pieces(start, end).collect();
+        let mut g = lock(&self.pool)?;
+        let mut at = 0usize;
+        for (vb, off, n) in pieces {
+            let dst = &mut buf[at..at + n];
+            match g.pool.lookup_data(self.dev_id, vb).map_err(pool_err)? {
+                Some(bt) => g
+                    .data
+                    .read_exact_at(dst, bt.block * g.block_bytes + off as u64)
+                    .map_err(io)?,
+                None => dst.fill(0),
+            }
+            at += n;
+        }
+        Ok(())
+    }
+    fn write(&mut self, lba: u64, data: &[u8], fua: bool) -> Result<(), BdevError> {
+        let (start, end) = self.bytes(lba, self.blocks(data.len())?)?;
+        let pieces: Vec<_> = self.pieces(start, end).collect();
+        let mut g = lock(&self.pool)?;
+        let mut at = 0usize;
+        for (vb, off, n) in pieces {
+            g.write_in_block(self.dev_id, vb, off, &data[at..at + n])?;
+            at += n;
+        }
+        if fua {
+            g.commit()?;
+        }
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<(), BdevError> {
+        lock(&self.pool)?.commit()
+    }
+    fn write_zeroes(&mut self, lba: u64, count: u64) -> Result<(), BdevError> {
+        let (start, end) = self.bytes(lba, count)?;
+        self.unmap(start, end)
+    }
+    fn deallocate(&mut self, lba: u64, count: u64) -> Result<(), BdevError> {
+        let (start, end) = self.bytes(lba, count)?;
+        self.unmap(start, end)
+    }
+    fn thin_info(&self) -> Option<ThinInfo> {
+        let mut g = self.pool.lock().ok()?;
+        let mapped = g.pool.device_details(self.dev_id).ok()?.mapped_blocks;
+        Some(ThinInfo {
+            allocated_lbas: mapped * (self.block_bytes / u64::from(self.lba_size)),
+        })
+    }
+    fn poll(&mut self, now_ms: u64) {
+        let Ok(mut g) = self.pool.lock() else { return };
+        if g.dirty && now_ms.saturating_sub(g.last_commit_ms) >= g.commit_interval_ms {
+            g.last_commit_ms = now_ms;
+            if let Err(e) = g.commit() {
+                log::error!("thin pool: periodic commit failed: {e}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use thin_core::thin::check::{check, CheckOptions};
+
+    struct Tmp(std::path::PathBuf);
+    impl Drop for Tmp {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn files(name: &str, data_blocks: u64) -> (Tmp, std::path::PathBuf, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("thinbdev-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (m, d) = (dir.join("meta"), dir.join("data"));
+        File::create(&m).unwrap().set_len(4 << 20).unwrap();
+        File::create(&d)
+            .unwrap()
+            .set_len(data_blocks * 65536)
+            .unwrap();
+        (Tmp(dir), m, d)
+    }
+
+    fn pattern(seed: u8, len: usize) -> Vec<u8> {
+        (0..len).map(|i| seed.wrapping_add((i / 7) as u8)).collect()
+    }
+
+    #[test]
+    fn thin_volume_semantics() {
+        let (_t, m, d) = files("sem", 64);
+        let pool = ThinPool::create(&m, &d, 128, 256).unwrap();
+        pool.with_pool(|p| p.create_thin(1)).unwrap();
+        let mut v1 = pool.volume("v1", 1, 1 << 30, 4096, [1; 16]).unwrap();
+        let mut buf = vec![0xAAu8; 65536 * 2];
+        // Unmapped reads are zero.
+        v1.read(0, &mut buf).unwrap();
+        assert!(buf.iter().all(|&x| x == 0));
+        // Partial first write: the rest of the block reads zero.
+        v1.write(3, &pattern(1, 4096), false).unwrap();
+        v1.read(0, &mut buf[..65536]).unwrap();
+        assert!(buf[..3 * 4096].iter().all(|&x| x == 0));
+        assert_eq!(&buf[3 * 4096..4 * 4096], &pattern(1, 4096)[..]);
+        assert!(buf[4 * 4096..65536].iter().all(|&x| x == 0));
+        // A write spanning two data blocks.
+        v1.write(14, &pattern(2, 3 * 4096), false).unwrap();
+        let mut r = vec![0u8; 3 * 4096];
+        v1.read(14, &mut r).unwrap();
+        assert_eq!(r, pattern(2, 3 * 4096));
+        assert_eq!(v1.thin_info().unwrap().allocated_lbas, 2 * 16);
+        // Snapshot, then a partial overwrite of the origin copies the shared block.
+        pool.with_pool(|p| p.create_snap(2, 1)).unwrap();
+        let mut v2 = pool.volume("v2", 2, 1 << 30, 4096, [2; 16]).unwrap();
+        v1.write(5, &pattern(3, 4096), true).unwrap();
+        let mut a = vec![0u8; 65536];
+        v2.read(0, &mut a).unwrap();
+        assert_eq!(&a[3 * 4096..4 * 4096], &pattern(1, 4096)[..]);
+        assert!(
+            a[5 * 4096..6 * 4096].iter().all(|&x| x == 0),
+            "snapshot sees the origin's new write"
+        );
+        v1.read(0, &mut a).unwrap();
+        assert_eq!(
+            &a[3 * 4096..4 * 4096],
+            &pattern(1, 4096)[..],
+            "copy kept the untouched part"
+        );
+        assert_eq!(&a[5 * 4096..6 * 4096], &pattern(3, 4096)[..]);
+        // Deallocate: partial zeroes, whole blocks unmap and space comes back.
+        v1.deallocate(3, 1).unwrap();
+        v1.read(3, &mut a[..4096]).unwrap();
+        assert!(a[..4096].iter().all(|&x| x == 0));
+        let free_before = pool.stats().unwrap().free_data_blocks;
+        v1.deallocate(0, 32).unwrap();
+        v1.flush().unwrap();
+        assert_eq!(v1.thin_info().unwrap().allocated_lbas, 0);
+        assert!(pool.stats().unwrap().free_data_blocks > free_before);
+        v2.read(14, &mut r).unwrap();
+        assert_eq!(
+            r,
+            pattern(2, 3 * 4096),
+            "snapshot keeps its data after the origin's discard"
+        );
+        // Persisted: reopen and read.
+        v2.flush().unwrap();
+        drop((v1, v2, pool));
+        let pool = ThinPool::open(&m, &d, 64).unwrap();
+        let mut v2 = pool.volume("v2", 2, 1 << 30, 4096, [2; 16]).unwrap();
+        v2.read(14, &mut r).unwrap();
+        assert_eq!(r, pattern(2, 3 * 4096));
+        drop((v2, pool));
+        let mut dev = FileDevice::open_read_only(&m).unwrap();
+        assert!(check(&mut dev, &CheckOptions::default()).is_clean());
+    }
+
+    #[test]
+    fn out_of_space_fails_writes_keeps_reads_and_growing_recovers() {
+        let (_t, m, d) = files("nospace", 8);
+        let pool = ThinPool::create(&m, &d, 128, 64).unwrap();
+        pool.with_pool(|p| p.create_thin(0)).unwrap();
+        let mut v = pool.volume("v", 0, 1 << 30, 512, [0; 16]).unwrap();
+        let block = pattern(9, 65536);
+        for i in 0..8 {
+            v.write(i * 128, &block, false).unwrap();
+        }
+        assert_eq!(v.write(8 * 128, &block, false), Err(BdevError::NoSpace));
+        let mut r = vec![0u8; 65536];
+        v.read(7 * 128, &mut r).unwrap();
+        assert_eq!(r, block);
+        v.flush().unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&d)
+            .unwrap()
+            .set_len(16 * 65536)
+            .unwrap();
+        assert_eq!(pool.grow_to_data_device().unwrap(), 16);
+        v.write(8 * 128, &block, false).unwrap();
+        v.read(8 * 128, &mut r).unwrap();
+        assert_eq!(r, block);
+        v.flush().unwrap();
+        drop((v, pool));
+        let mut dev = FileDevice::open_read_only(&m).unwrap();
+        assert!(check(&mut dev, &CheckOptions::default()).is_clean());
+    }
+
+    #[test]
+    fn periodic_commit_makes_writes_durable_without_flush() {
+        let (_t, m, d) = files("periodic", 8);
+        let pool = ThinPool::create(&m, &d, 128, 64).unwrap();
+        pool.with_pool(|p| p.create_thin(0)).unwrap();
+        let mut v = pool.volume("v", 0, 1 << 20, 4096, [0; 16]).unwrap();
+        v.write(0, &pattern(4, 4096), false).unwrap();
+        v.poll(500); // too early
+        v.poll(1500);
+        drop((v, pool)); // no flush: a crash
+        let pool = ThinPool::open(&m, &d, 64).unwrap();
+        let mut v = pool.volume("v", 0, 1 << 20, 4096, [0; 16]).unwrap();
+        let mut r = vec![0u8; 4096];
+        v.read(0, &mut r).unwrap();
+        assert_eq!(r, pattern(4, 4096));
+    }
+}
