@@ -97,8 +97,144 @@ pub fn rmap(path: &str, regions: &[Region]) -> Result<Vec<RmapRun>, String> {
         .map_err(|e| meta_open::describe(&e))?;
         runs.extend(cur);
     }
-    runs.sort_by_key(|x| x.data_begin);
+    cxx_sort(&mut runs);
     Ok(runs)
+}
+
+/// Orders runs by first data block exactly as 0.9 does: libstdc++'s `std::sort` (introsort:
+/// median-of-three quicksort down to 16 elements, heapsort past 2·log2(n) levels, then
+/// insertion sort), which is not stable, so runs starting on the same data block come out
+/// in the order that algorithm leaves them.
+fn cxx_sort(v: &mut [RmapRun]) {
+    let lt = |a: &RmapRun, b: &RmapRun| a.data_begin < b.data_begin;
+    if v.len() < 2 {
+        return;
+    }
+    let depth = 2 * (63 - (v.len() as u64).leading_zeros() as usize);
+    introsort(v, depth, &lt);
+    // Final insertion sort.
+    if v.len() > 16 {
+        insertion_sort(&mut v[..16], &lt);
+        for i in 16..v.len() {
+            linear_insert(v, i, &lt);
+        }
+    } else {
+        insertion_sort(v, &lt);
+    }
+}
+
+type Lt = dyn Fn(&RmapRun, &RmapRun) -> bool;
+
+fn introsort(mut v: &mut [RmapRun], mut depth: usize, lt: &Lt) {
+    while v.len() > 16 {
+        if depth == 0 {
+            heap_sort(v, lt);
+            return;
+        }
+        depth -= 1;
+        let n = v.len();
+        // Median of v[1], v[mid], v[n-1] moved to v[0].
+        let (a, b, c) = (1, n / 2, n - 1);
+        let m = if lt(&v[a], &v[b]) {
+            if lt(&v[b], &v[c]) {
+                b
+            } else if lt(&v[a], &v[c]) {
+                c
+            } else {
+                a
+            }
+        } else if lt(&v[a], &v[c]) {
+            a
+        } else if lt(&v[b], &v[c]) {
+            c
+        } else {
+            b
+        };
+        v.swap(0, m);
+        // Unguarded partition of v[1..] around v[0].
+        let (mut f, mut l) = (1, n);
+        let cut = loop {
+            while lt(&v[f], &v[0]) {
+                f += 1;
+            }
+            l -= 1;
+            while lt(&v[0], &v[l]) {
+                l -= 1;
+            }
+            if f >= l {
+                break f;
+            }
+            v.swap(f, l);
+            f += 1;
+        };
+        let (left, right) = v.split_at_mut(cut);
+        introsort(right, depth, lt);
+        v = left;
+    }
+}
+
+fn insertion_sort(v: &mut [RmapRun], lt: &Lt) {
+    for i in 1..v.len() {
+        if lt(&v[i], &v[0]) {
+            v[..=i].rotate_right(1);
+        } else {
+            linear_insert(v, i, lt);
+        }
+    }
+}
+
+fn linear_insert(v: &mut [RmapRun], mut i: usize, lt: &Lt) {
+    let val = v[i];
+    while lt(&val, &v[i - 1]) {
+        v[i] = v[i - 1];
+        i -= 1;
+    }
+    v[i] = val;
+}
+
+fn adjust_heap(v: &mut [RmapRun], mut hole: usize, len: usize, val: RmapRun, lt: &Lt) {
+    let top = hole;
+    let mut child = hole;
+    while child < (len - 1) / 2 {
+        child = 2 * (child + 1);
+        if lt(&v[child], &v[child - 1]) {
+            child -= 1;
+        }
+        v[hole] = v[child];
+        hole = child;
+    }
+    if len % 2 == 0 && child == (len - 2) / 2 {
+        child = 2 * (child + 1);
+        v[hole] = v[child - 1];
+        hole = child - 1;
+    }
+    let mut parent = hole.wrapping_sub(1) / 2;
+    while hole > top && lt(&v[parent], &val) {
+        v[hole] = v[parent];
+        hole = parent;
+        parent = hole.wrapping_sub(1) / 2;
+    }
+    v[hole] = val;
+}
+
+fn heap_sort(v: &mut [RmapRun], lt: &Lt) {
+    let len = v.len();
+    let mut parent = (len - 2) / 2;
+    loop {
+        let val = v[parent];
+        adjust_heap(v, parent, len, val, lt);
+        if parent == 0 {
+            break;
+        }
+        parent -= 1;
+    }
+    let mut last = len;
+    while last > 1 {
+        last -= 1;
+        let val = v[last];
+        v[last] = v[0];
+        adjust_heap(v, 0, last, val, lt);
+    }
 }
 
 /// Runs the tool with explicit output streams; returns the exit code.
