@@ -727,7 +727,9 @@ mod tests {
         r.finish().unwrap().close().unwrap()
     }
 
-    fn contents(dev: MemDevice) -> Vec<(u64, DeviceDetails, Vec<(u64, BlockTime)>)> {
+    type Contents = Vec<(u64, DeviceDetails, Vec<(u64, BlockTime)>)>;
+
+    fn contents(dev: MemDevice) -> Contents {
         let mut rd = Reader::open(dev, 256, Source::Live).unwrap();
         let devs = rd.devices().unwrap();
         devs.into_iter()
