@@ -92,6 +92,9 @@ pub struct RepairReport {
     pub dropped_mappings: u64,
     /// Devices in the mapping tree whose details were lost (regenerated).
     pub details_regenerated: Vec<u64>,
+    /// Devices whose top-level entry was lost, matched to an unreferenced mapping tree by
+    /// their `mapped_blocks`.
+    pub devices_matched_by_size: Vec<u64>,
     /// Devices with details but no mapping tree (not written).
     pub details_without_mappings: Vec<u64>,
 }
@@ -293,6 +296,8 @@ struct ScanResult {
     tops: Vec<(u64, u64, u64, u32)>,
     /// Details-tree roots, most entries first.
     details: Vec<u64>,
+    /// Mapping-tree roots no internal node references: (root, mappings, newest time).
+    orphans: Vec<(u64, u64, u32)>,
 }
 
 fn scan<D: BlockDevice>(cache: &mut Cache<D>) -> Result<ScanResult, PdError> {
@@ -475,6 +480,7 @@ fn scan<D: BlockDevice>(cache: &mut Cache<D>) -> Result<ScanResult, PdError> {
                 .tops
                 .push((b, info.entries, info.mappings, info.max_time)),
             Class::Details => details.push((b, info.entries)),
+            Class::Mapping => res.orphans.push((b, info.entries, info.max_time)),
             _ => {}
         }
     }
@@ -482,6 +488,7 @@ fn scan<D: BlockDevice>(cache: &mut Cache<D>) -> Result<ScanResult, PdError> {
         .sort_by(|a, b| (b.1, b.2, b.3, a.0).cmp(&(a.1, a.2, a.3, b.0)));
     details.sort_by(|a, b| (b.1, a.0).cmp(&(a.1, b.0)));
     res.details = details.into_iter().map(|(b, _)| b).collect();
+    res.orphans.sort_unstable();
     Ok(res)
 }
 
@@ -565,7 +572,8 @@ pub fn repair<I: BlockDevice, O: BlockDevice>(
             read_top(&mut cache, sb.data_mapping_root, &mut report).map_err(RepairError::Input)?;
         let (ok_d, det) = read_details(&mut cache, sb.device_details_root, &mut report)
             .map_err(RepairError::Input)?;
-        need_scan = !ok_t || !ok_d || report.nr_damaged > before;
+        need_scan =
+            !ok_t || !ok_d || report.nr_damaged > before || det.keys().any(|k| !d.contains_key(k));
         top_root = sb.data_mapping_root;
         det_root = sb.device_details_root;
         devices = d;
@@ -600,6 +608,31 @@ pub fn repair<I: BlockDevice, O: BlockDevice>(
                 best = s;
                 details = det;
                 det_root = root;
+            }
+        }
+        // Devices with details but no top-level entry (a top-level leaf was lost): a mapping
+        // tree nobody references whose size is that device's `mapped_blocks` — when both the
+        // size and the tree are unique — is that device's tree.
+        let used: HashSet<u64> = devices.values().copied().collect();
+        let mut by_count: BTreeMap<u64, Vec<(u64, u32)>> = BTreeMap::new();
+        for &(root, n, t) in &found.orphans {
+            if !used.contains(&root) {
+                by_count.entry(n).or_default().push((root, t));
+            }
+        }
+        let mut want: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+        for (&id, d) in &details {
+            if !devices.contains_key(&id) && d.mapped_blocks > 0 {
+                want.entry(d.mapped_blocks).or_default().push(id);
+            }
+        }
+        for (n, ids) in want {
+            if let (&[id], Some(&[(root, t)])) =
+                (ids.as_slice(), by_count.get(&n).map(|v| v.as_slice()))
+            {
+                devices.insert(id, root);
+                report.devices_matched_by_size.push(id);
+                newest = newest.max(t);
             }
         }
     }

@@ -96,6 +96,12 @@ fn print_report(r: &RepairReport) {
             r.details_regenerated
         );
     }
+    if !r.devices_matched_by_size.is_empty() {
+        eprintln!(
+            "top-level entries lost; mapping trees matched by size to devices {:?}",
+            r.devices_matched_by_size
+        );
+    }
     if !r.details_without_mappings.is_empty() {
         eprintln!(
             "devices with details but no mapping tree (not written): {:?}",
