@@ -392,7 +392,7 @@ fn scan<D: BlockDevice>(cache: &mut Cache<D>) -> Result<ScanResult, PdError> {
                             class = ci.class;
                         }
                         if ci.class == class {
-                            entries += ci.entries;
+                            entries = entries.saturating_add(ci.entries);
                             max_time = max_time.max(ci.max_time);
                         }
                     }
@@ -425,7 +425,7 @@ fn scan<D: BlockDevice>(cache: &mut Cache<D>) -> Result<ScanResult, PdError> {
         let (mut m, mut t) = (0u64, 0u32);
         for v in nodes[&b].refs.clone().unwrap_or_default().iter() {
             if let Some(c) = nodes.get(v).filter(|c| c.class == Class::Mapping) {
-                m += c.entries;
+                m = m.saturating_add(c.entries);
                 t = t.max(c.max_time);
             }
         }
@@ -443,7 +443,7 @@ fn scan<D: BlockDevice>(cache: &mut Cache<D>) -> Result<ScanResult, PdError> {
             let (mut m, mut t) = (0u64, 0u32);
             for c in nodes[&b].refs.clone().unwrap_or_default().iter() {
                 if let Some(ci) = nodes.get(c).filter(|ci| ci.class == Class::Top) {
-                    m += ci.mappings;
+                    m = m.saturating_add(ci.mappings);
                     t = t.max(ci.max_time);
                 }
             }
