@@ -5,6 +5,7 @@ pub mod check;
 pub mod details;
 pub mod pool;
 pub mod reader;
+pub mod repair;
 pub mod restore;
 pub mod superblock;
 
