@@ -28,3 +28,9 @@ installed=$(rustup target list --installed)
 for t in "${RUST_TARGETS[@]}"; do
   grep -qx "$t" <<<"$installed" || rustup target add "$t"
 done
+
+# cargo-fuzz for the fuzz smoke runs (fuzz/); it builds with the stable toolchain.
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "setup: cargo install cargo-fuzz"
+  cargo install cargo-fuzz --locked --quiet
+fi

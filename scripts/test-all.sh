@@ -21,4 +21,7 @@ cargo build -p thin-core --target x86_64-unknown-none
 step "cargo test (unit, property, compatibility with Debian thin-provisioning-tools)"
 cargo test --workspace --release
 
+step "fuzz smoke: every fuzz target for a bounded time"
+cargo xtask fuzz-smoke --seconds 20
+
 echo; echo "all tests passed"
