@@ -579,6 +579,7 @@ impl<'a, D: BlockDevice> Checker<'a, D> {
         meta: bool,
     ) {
         let name = if meta { "metadata" } else { "data" };
+        let mut threes: hashbrown::HashSet<u64> = hashbrown::HashSet::new();
         for (i, e) in entries.iter().enumerate() {
             let bm = match self.read_block(e.blocknr, BlockKind::Bitmap) {
                 Ok(b) => b,
@@ -593,9 +594,33 @@ impl<'a, D: BlockDevice> Checker<'a, D> {
             let base = i as u64 * ENTRIES_PER_BITMAP;
             let mut first_free = None;
             let mut free = 0u32;
-            for ent in 0..ENTRIES_PER_BITMAP {
+            let mut ent = 0u64;
+            while ent < ENTRIES_PER_BITMAP {
                 let b = base + ent;
-                let v = sm::bitmap_get(&bm, ent);
+                // Fast path: a whole word of free entries where none is expected in use.
+                if ent.is_multiple_of(32)
+                    && b + 32 <= root.nr_blocks
+                    && sm::bitmap_word(&bm, (ent / 32) as usize) == 0
+                {
+                    let none_expected = if meta {
+                        self.meta_expected[b as usize..b as usize + 32]
+                            .iter()
+                            .all(|&c| c == 0)
+                    } else {
+                        self.data_expected[b as usize..b as usize + 32]
+                            .iter()
+                            .all(|&c| c == 0)
+                    };
+                    if none_expected {
+                        free += 32;
+                        first_free.get_or_insert(ent);
+                        ent += 32;
+                        continue;
+                    }
+                }
+                ent += 1;
+                let v = sm::bitmap_get(&bm, ent - 1);
+                let ent = ent - 1;
                 if b >= root.nr_blocks {
                     if v != 0 {
                         self.fatal(
@@ -614,7 +639,10 @@ impl<'a, D: BlockDevice> Checker<'a, D> {
                 }
                 let actual = match v {
                     3 => match overflow.get(&b) {
-                        Some(&c) => c,
+                        Some(&c) => {
+                            threes.insert(b);
+                            c
+                        }
                         None => {
                             self.fatal(
                                 Some(b),
@@ -625,17 +653,7 @@ impl<'a, D: BlockDevice> Checker<'a, D> {
                             continue;
                         }
                     },
-                    v => {
-                        if overflow.contains_key(&b) {
-                            self.fatal(
-                                Some(b),
-                                format!(
-                                    "{name} block {b} has an overflow entry but bitmap count {v}"
-                                ),
-                            );
-                        }
-                        v
-                    }
+                    v => v,
                 };
                 let expected = if meta {
                     self.meta_expected[b as usize]
@@ -670,6 +688,14 @@ impl<'a, D: BlockDevice> Checker<'a, D> {
             self.buf_pool.push(bm);
         }
         for (&b, &c) in overflow {
+            if !threes.contains(&b) {
+                self.fatal(
+                    Some(b),
+                    format!(
+                        "{name} block {b} has an overflow entry but its bitmap count is below 3"
+                    ),
+                );
+            }
             if c < 3 {
                 self.fatal(
                     Some(b),
