@@ -11,7 +11,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 # qemu-system-x86: the guest tests boot Linux under TCG; xz-utils: unpacks the guest kernel.
-APT_PACKAGES=(thin-provisioning-tools qemu-system-x86 xz-utils)
+APT_PACKAGES=(gcc-s390x-linux-gnu libc6-dev-s390x-cross qemu-user thin-provisioning-tools qemu-system-x86 xz-utils)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -23,7 +23,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
 fi
 
-RUST_TARGETS=(x86_64-unknown-none)
+RUST_TARGETS=(x86_64-unknown-none s390x-unknown-linux-gnu)
 installed=$(rustup target list --installed)
 for t in "${RUST_TARGETS[@]}"; do
   grep -qx "$t" <<<"$installed" || rustup target add "$t"

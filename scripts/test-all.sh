@@ -21,6 +21,9 @@ cargo build -p thin-core --target x86_64-unknown-none
 step "cargo test (unit, property, compatibility with Debian thin-provisioning-tools)"
 cargo test --workspace --release
 
+step "thin-core tests on a big-endian target (s390x under qemu-user)"
+cargo test -p thin-core --release --target s390x-unknown-linux-gnu
+
 step "fuzz smoke: every fuzz target for a bounded time"
 cargo xtask fuzz-smoke --seconds 20
 
