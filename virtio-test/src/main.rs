@@ -1,0 +1,182 @@
+//! virtio-test: thin-core on bare metal over two virtio-blk disks.
+//!
+//! Each boot reads the metadata disk's superblock to learn its phase:
+//! - **unformatted → boot 1**: format, run the committed script (ending in a commit with
+//!   transaction id 1), verify pool + data against the model, run thin-core's checker, reopen,
+//!   run the uncommitted script (transaction id 2, never committed), verify that too, and stop
+//!   without committing — exit code [`EXIT_STOPPED_UNCOMMITTED`], as if the power went;
+//! - **transaction id 1 → boot 2**: open the pool, rebuild the committed state by replaying the
+//!   committed script on the model alone, verify it exactly (devices, mappings, bytes, space
+//!   used), print `expect …` lines for the host, run the checker, exit 0.
+//!
+//! Serial lines the host reads: `RESULT …` (the outcome), `expect DEV VBLOCK DATA FNV`,
+//! `heap-peak BYTES`.
+#![no_std]
+#![no_main]
+#![deny(unsafe_code)]
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+
+extern crate alloc;
+
+#[cfg(target_arch = "riscv64")]
+use board_riscv64 as board;
+#[cfg(target_arch = "x86_64")]
+use board_x86_64 as board;
+
+mod config {
+    include!(concat!(env!("OUT_DIR"), "/config.rs"));
+}
+mod console;
+mod disk;
+#[allow(unsafe_code)]
+mod hal;
+#[allow(unsafe_code)]
+mod heap;
+// `classify` is for the host's reading of the data image (xtask includes this file).
+#[allow(dead_code)]
+mod pattern;
+mod workload;
+
+use alloc::format;
+use alloc::string::String;
+
+use thin_core::thin::check::{check, CheckOptions};
+use thin_core::thin::pool::read_superblock;
+use thin_core::thin::{FormatOptions, OpenOptions, Pool, PoolError};
+
+use disk::{DataDisk, MetaDisk, DATA_BLOCK_SECTORS};
+use workload::{Model, Rig, TRANS_COMMITTED};
+
+/// Boot 2 verified everything.
+const EXIT_OK: u8 = 0;
+/// A panic.
+const EXIT_PANIC: u8 = 1;
+/// A check failed.
+const EXIT_FAILED: u8 = 2;
+/// Boot 1 finished and stopped with work uncommitted (expected).
+const EXIT_STOPPED_UNCOMMITTED: u8 = 3;
+
+/// Entry point, called once by the board after boot.
+#[no_mangle]
+#[allow(unsafe_code)]
+fn firmware_main() -> ! {
+    heap::init();
+    println!(
+        "virtio-test on {}: heap {} KiB, metadata cache {} blocks",
+        board::NAME,
+        config::HEAP_BYTES / 1024,
+        config::CACHE_BLOCKS
+    );
+    let code = match run() {
+        Ok(code) => code,
+        Err(e) => {
+            println!("RESULT fail: {e}");
+            EXIT_FAILED
+        }
+    };
+    println!("heap-peak {} (in use at exit {})", heap::peak(), heap::in_use());
+    board::exit(code)
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    println!("PANIC: {info}");
+    println!("RESULT fail: panic");
+    board::exit(EXIT_PANIC)
+}
+
+fn run() -> Result<u8, String> {
+    let (mut meta, data) = disk::pick(hal::probe_block_devices())?;
+    match read_superblock(&mut meta) {
+        Err(PoolError::Unformatted) => boot1(meta, data),
+        Ok(sb) if sb.trans_id == TRANS_COMMITTED => boot2(meta, data),
+        Ok(sb) => Err(format!(
+            "metadata disk holds transaction {}; expected a blank disk or {TRANS_COMMITTED}",
+            sb.trans_id
+        )),
+        Err(e) => Err(format!("reading the superblock: {e}")),
+    }
+}
+
+fn checker(dev: &mut MetaDisk) -> Result<(), String> {
+    let opts = CheckOptions {
+        cache_blocks: config::CACHE_BLOCKS,
+        ..CheckOptions::default()
+    };
+    let report = check(dev, &opts);
+    for issue in &report.issues {
+        println!("  check: {issue:?}");
+    }
+    if !report.is_clean() {
+        return Err(format!("thin-core check: {} issues", report.issues.len()));
+    }
+    println!(
+        "check: clean ({} devices, {} mappings, {} free metadata blocks)",
+        report.nr_devices, report.nr_mappings, report.metadata_free_blocks
+    );
+    Ok(())
+}
+
+fn boot1(meta: MetaDisk, data: DataDisk) -> Result<u8, String> {
+    println!("phase: boot 1 (blank metadata disk)");
+    let opts = FormatOptions {
+        data_block_size: DATA_BLOCK_SECTORS,
+        nr_data_blocks: data.nr_blocks(),
+        cache_blocks: config::CACHE_BLOCKS,
+    };
+    let pool = Pool::format(meta, opts).map_err(|e| format!("format: {e}"))?;
+    let mut rig = Rig::new(pool, data, Model::new());
+    rig.run(&workload::committed_script())?;
+    let c = rig.counts;
+    println!("committed: plans {c:?}");
+    if c.in_place == 0
+        || c.provision_full == 0
+        || c.provision_zeroed == 0
+        || c.break_full == 0
+        || c.break_copied == 0
+    {
+        return Err(format!("the script missed a kind of write plan: {c:?}"));
+    }
+    let s = rig.verify(false)?;
+    println!("committed: verified {s:?}");
+
+    let Rig { pool, data, model, .. } = rig;
+    let mut meta = pool.into_device();
+    checker(&mut meta)?;
+    let open = OpenOptions {
+        cache_blocks: config::CACHE_BLOCKS,
+        read_only: false,
+    };
+    let pool = Pool::open(meta, open).map_err(|e| format!("reopen: {e}"))?;
+    let mut rig = Rig::new(pool, data, model);
+    rig.allow_in_place = false;
+    rig.run(&workload::uncommitted_script())?;
+    let s = rig.verify(false)?;
+    println!("uncommitted: verified {s:?}; plans {:?}", rig.counts);
+    println!("RESULT stopped: boot 1 committed transaction {TRANS_COMMITTED}, left work uncommitted");
+    Ok(EXIT_STOPPED_UNCOMMITTED)
+}
+
+fn boot2(meta: MetaDisk, data: DataDisk) -> Result<u8, String> {
+    println!("phase: boot 2 (after a stop without commit)");
+    let open = OpenOptions {
+        cache_blocks: config::CACHE_BLOCKS,
+        read_only: true,
+    };
+    let pool = Pool::open(meta, open).map_err(|e| format!("open: {e}"))?;
+    let mut model = Model::new();
+    workload::replay(&mut model, &workload::committed_script())?;
+    let mut rig = Rig::new(pool, data, model);
+    let s = rig.verify(true)?;
+    if s.transaction_id != TRANS_COMMITTED {
+        return Err(format!("transaction id {}", s.transaction_id));
+    }
+    println!("committed state: verified {s:?}");
+    let mut meta = rig.pool.into_device();
+    checker(&mut meta)?;
+    println!(
+        "RESULT pass: {} devices, {} mappings, {} data blocks as committed",
+        s.devices, s.mappings, s.data_blocks
+    );
+    Ok(EXIT_OK)
+}
