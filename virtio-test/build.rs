@@ -9,7 +9,9 @@ use std::{env, fs, path::PathBuf};
 fn num(var: &str, default: u64) -> u64 {
     println!("cargo:rerun-if-env-changed={var}");
     match env::var(var) {
-        Ok(v) => v.parse().unwrap_or_else(|_| panic!("{var}={v} is not a number")),
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{var}={v} is not a number")),
         Err(_) => default,
     }
 }
@@ -29,7 +31,10 @@ fn main() {
     let cache_blocks = num("FW_CACHE_BLOCKS", 128);
     let dma_kib = num("FW_DMA_KIB", 128);
     assert!(heap_kib <= 8192, "FW_HEAP_KIB above 8 MiB");
-    assert!(cache_blocks * 4 < heap_kib, "the metadata cache must fit in the heap");
+    assert!(
+        cache_blocks * 4 < heap_kib,
+        "the metadata cache must fit in the heap"
+    );
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     fs::write(
         out.join("config.rs"),

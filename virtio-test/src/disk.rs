@@ -32,7 +32,9 @@ pub fn pick(devices: Vec<Blk>) -> Result<(MetaDisk, DataDisk), String> {
     let mut data = None;
     for mut blk in devices {
         let mut id = [0u8; 20];
-        let len = blk.device_id(&mut id).map_err(|e| alloc::format!("GET_ID: {e}"))?;
+        let len = blk
+            .device_id(&mut id)
+            .map_err(|e| alloc::format!("GET_ID: {e}"))?;
         let serial = core::str::from_utf8(id.get(..len).unwrap_or(&[])).unwrap_or("?");
         crate::println!("disk {serial:?}: {} sectors", blk.capacity());
         match serial {
@@ -41,8 +43,10 @@ pub fn pick(devices: Vec<Blk>) -> Result<(MetaDisk, DataDisk), String> {
             _ => {}
         }
     }
-    let meta = meta.ok_or_else(|| alloc::format!("no virtio-blk disk with serial {META_SERIAL}"))?;
-    let data = data.ok_or_else(|| alloc::format!("no virtio-blk disk with serial {DATA_SERIAL}"))?;
+    let meta =
+        meta.ok_or_else(|| alloc::format!("no virtio-blk disk with serial {META_SERIAL}"))?;
+    let data =
+        data.ok_or_else(|| alloc::format!("no virtio-blk disk with serial {DATA_SERIAL}"))?;
     Ok((MetaDisk::new(meta), DataDisk::new(data)))
 }
 
@@ -141,7 +145,12 @@ impl DataDisk {
     }
 
     /// Reads sectors of data block `block` starting at `sector_in_block` into `buf`.
-    pub fn read(&mut self, block: u64, sector_in_block: usize, buf: &mut [u8]) -> Result<(), String> {
+    pub fn read(
+        &mut self,
+        block: u64,
+        sector_in_block: usize,
+        buf: &mut [u8],
+    ) -> Result<(), String> {
         let s = self.sector(block, sector_in_block, buf.len())?;
         self.blk
             .read_blocks(s, buf)

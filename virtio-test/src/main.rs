@@ -74,7 +74,11 @@ fn firmware_main() -> ! {
             EXIT_FAILED
         }
     };
-    println!("heap-peak {} (in use at exit {})", heap::peak(), heap::in_use());
+    println!(
+        "heap-peak {} (in use at exit {})",
+        heap::peak(),
+        heap::in_use()
+    );
     board::exit(code)
 }
 
@@ -140,7 +144,9 @@ fn boot1(meta: MetaDisk, data: DataDisk) -> Result<u8, String> {
     let s = rig.verify(false)?;
     println!("committed: verified {s:?}");
 
-    let Rig { pool, data, model, .. } = rig;
+    let Rig {
+        pool, data, model, ..
+    } = rig;
     let mut meta = pool.into_device();
     checker(&mut meta)?;
     let open = OpenOptions {
@@ -153,7 +159,9 @@ fn boot1(meta: MetaDisk, data: DataDisk) -> Result<u8, String> {
     rig.run(&workload::uncommitted_script())?;
     let s = rig.verify(false)?;
     println!("uncommitted: verified {s:?}; plans {:?}", rig.counts);
-    println!("RESULT stopped: boot 1 committed transaction {TRANS_COMMITTED}, left work uncommitted");
+    println!(
+        "RESULT stopped: boot 1 committed transaction {TRANS_COMMITTED}, left work uncommitted"
+    );
     Ok(EXIT_STOPPED_UNCOMMITTED)
 }
 

@@ -27,16 +27,36 @@ pub const TRANS_COMMITTED: u64 = 1;
 /// Transaction id set, never committed, by boot 1's uncommitted work.
 pub const TRANS_UNCOMMITTED: u64 = 2;
 
+/// Writes to device 9 in the bulk part (virtual blocks drawn from `1000..1000 + BULK_SPAN`).
+const BULK_WRITES: u32 = 700;
+const BULK_SPAN: u64 = 2000;
+
 /// One step of the workload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
     Thin(u64),
-    Snap { id: u64, origin: u64 },
+    Snap {
+        id: u64,
+        origin: u64,
+    },
     /// Sectors `first..end` of virtual block `vblock`, written with pattern `tag`.
-    Write { dev: u64, vblock: u64, first: u32, end: u32, tag: u32 },
-    Discard { dev: u64, begin: u64, end: u64 },
+    Write {
+        dev: u64,
+        vblock: u64,
+        first: u32,
+        end: u32,
+        tag: u32,
+    },
+    Discard {
+        dev: u64,
+        begin: u64,
+        end: u64,
+    },
     Delete(u64),
-    SetTransaction { old: u64, new: u64 },
+    SetTransaction {
+        old: u64,
+        new: u64,
+    },
     Commit,
 }
 
@@ -76,6 +96,7 @@ impl Script {
 pub fn committed_script() -> Vec<Op> {
     let mut s = Script::new(1);
     s.op(Op::Thin(1));
+    s.op(Op::Thin(9));
     for v in 0..24 {
         s.full(1, v); // provision, whole blocks
     }
@@ -118,6 +139,25 @@ pub fn committed_script() -> Vec<Op> {
     }
     s.op(Op::Delete(6));
     s.write(1, 12, 0, 64); // re-provision a discarded block, partially
+                           // Bulk: enough mappings, inserted out of order, for multi-level mapping trees and for
+                           // the metadata cache to evict; then a snapshot whose writes break sharing across them.
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    for _ in 0..BULK_WRITES {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let v = 1000 + x % BULK_SPAN;
+        s.full(9, v);
+    }
+    s.op(Op::Snap { id: 10, origin: 9 });
+    for v in (1000..1000 + BULK_SPAN).step_by(7) {
+        s.write(10, v, 0, 4);
+    }
+    s.op(Op::Discard {
+        dev: 9,
+        begin: 1000,
+        end: 1000 + BULK_SPAN / 8,
+    });
     s.op(Op::SetTransaction {
         old: 0,
         new: TRANS_COMMITTED,
@@ -183,7 +223,10 @@ pub fn apply_model(model: &mut Model, op: &Op) -> Result<u64, String> {
         } => {
             let m = model.get_mut(&dev).ok_or_else(|| no_dev(dev))?;
             let tags = m.entry(vblock).or_insert([0; SECTORS]);
-            for t in tags.get_mut(first as usize..end as usize).ok_or("bad range")? {
+            for t in tags
+                .get_mut(first as usize..end as usize)
+                .ok_or("bad range")?
+            {
                 *t = tag;
             }
         }
@@ -236,7 +279,11 @@ fn pool_err(what: &str, e: thin_core::thin::PoolError) -> String {
 
 /// Renders sectors `first..end` of a block with tags `tags` into `out` (from its start).
 fn render(tags: &[u32], vblock: u64, first: usize, out: &mut [u8]) {
-    for (i, (t, sector)) in tags.iter().zip(out.chunks_exact_mut(SECTOR_BYTES)).enumerate() {
+    for (i, (t, sector)) in tags
+        .iter()
+        .zip(out.chunks_exact_mut(SECTOR_BYTES))
+        .enumerate()
+    {
         fill_sector(*t, vblock, (first + i) as u32, sector);
     }
 }
@@ -278,7 +325,10 @@ impl Rig {
                 tag,
             } => self.write(dev, vblock, first as usize, end as usize, tag)?,
             Op::Discard { dev, begin, end } => {
-                discarded = Some(p.discard(dev, begin, end).map_err(|e| pool_err("discard", e))?)
+                discarded = Some(
+                    p.discard(dev, begin, end)
+                        .map_err(|e| pool_err("discard", e))?,
+                )
             }
             Op::Delete(id) => p.delete(id).map_err(|e| pool_err("delete", e))?,
             Op::SetTransaction { old, new } => p
@@ -299,7 +349,14 @@ impl Rig {
         Ok(())
     }
 
-    fn write(&mut self, dev: u64, vblock: u64, first: usize, end: usize, tag: u32) -> Result<(), String> {
+    fn write(
+        &mut self,
+        dev: u64,
+        vblock: u64,
+        first: usize,
+        end: usize,
+        tag: u32,
+    ) -> Result<(), String> {
         if first >= end || end > SECTORS {
             return Err(format!("bad sector range {first}..{end}"));
         }
@@ -341,7 +398,8 @@ impl Rig {
 
     /// Checks that the pool and the data disk hold exactly the model: the same devices, the
     /// same mapped blocks, the expected bytes in each, and as many data blocks in use as are
-    /// mapped. With `print`, lists `expect DEV VBLOCK DATA_BLOCK FNV` lines for the host.
+    /// mapped. With `print`, lists `expect DEV VBLOCK DATA_BLOCK FNV` and `expect-dev DEV
+    /// NR_MAPPED` lines for the host.
     pub fn verify(&mut self, print: bool) -> Result<Summary, String> {
         let mut devs = self.pool.devices().map_err(|e| pool_err("devices", e))?;
         devs.sort_unstable();
@@ -399,6 +457,9 @@ impl Rig {
                 }
                 used.insert(bt.block);
                 sum.mappings += 1;
+            }
+            if print {
+                println!("expect-dev {dev} {}", blocks.len());
             }
             sum.devices += 1;
         }

@@ -1,6 +1,8 @@
 //! `cargo xtask <command>`: project automation (set-up, guest images, QEMU runs, benchmarks).
 use anyhow::{bail, Context, Result};
 
+mod firmware;
+
 const HELP: &str = "cargo xtask <command>
 
 commands:
@@ -12,7 +14,11 @@ commands:
                        boot the guest, run SCRIPT in it, print its stdout and exit with its code
   kernel-fixtures [NAME]...
                        remake tests/fixtures/kernel/<NAME>.tmeta.gz with the kernel's dm-thin
-                       in the guest (all fixtures if no NAME), checking each with thin_check";
+                       in the guest (all fixtures if no NAME), checking each with thin_check
+  firmware [--board x86_64|riscv64|all] [--timeout SECS]
+                       build virtio-test for each board, boot it twice under QEMU (commit, stop
+                       uncommitted; reopen and verify), then check the disk images on the host
+                       (thin_check, thin-core check, thin_dump, data patterns)";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -24,6 +30,7 @@ fn main() -> Result<()> {
         Some("guest-image") => guest_image(&args[1..]),
         Some("guest-run") => guest_run(&args[1..]),
         Some("kernel-fixtures") => kernel_fixtures(&args[1..]),
+        Some("firmware") => firmware::run(&args[1..]),
         Some(other) => bail!("unknown xtask command: {other}\n\n{HELP}"),
     }
 }
