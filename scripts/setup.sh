@@ -10,8 +10,9 @@ if [ "$(id -u)" != 0 ]; then
   fi
 fi
 
-# qemu-system-x86: the guest tests boot Linux under TCG; xz-utils: unpacks the guest kernel.
-APT_PACKAGES=(thin-provisioning-tools qemu-system-x86 xz-utils)
+# qemu-system-x86: the guest tests boot Linux under TCG, and the x86_64 firmware board (microvm);
+# qemu-system-misc: the riscv64 firmware board (virt); xz-utils: unpacks the guest kernel.
+APT_PACKAGES=(thin-provisioning-tools qemu-system-x86 qemu-system-misc xz-utils)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -23,7 +24,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
 fi
 
-RUST_TARGETS=(x86_64-unknown-none)
+# Bare-metal targets: thin-core's no_std build and the firmware boards (boards/).
+RUST_TARGETS=(x86_64-unknown-none riscv64gc-unknown-none-elf)
 installed=$(rustup target list --installed)
 for t in "${RUST_TARGETS[@]}"; do
   grep -qx "$t" <<<"$installed" || rustup target add "$t"

@@ -2,7 +2,8 @@
 //!
 //! Capacities (environment variables read at build time, with defaults):
 //! - `FW_HEAP_KIB` (4096): the global allocator's fixed heap;
-//! - `FW_CACHE_BLOCKS` (128): thin-core's metadata cache, in 4 KiB blocks;
+//! - `FW_CACHE_BLOCKS` (16): thin-core's metadata cache, in 4 KiB blocks (small on purpose:
+//!   the workload's metadata outgrows it, so eviction and write-back are exercised);
 //! - `FW_DMA_KIB` (128): the virtio DMA pool (virtqueues), never freed.
 use std::{env, fs, path::PathBuf};
 
@@ -28,7 +29,7 @@ fn main() {
     println!("cargo:rustc-link-arg-bins=-T{}", script.display());
 
     let heap_kib = num("FW_HEAP_KIB", 4096);
-    let cache_blocks = num("FW_CACHE_BLOCKS", 128);
+    let cache_blocks = num("FW_CACHE_BLOCKS", 16);
     let dma_kib = num("FW_DMA_KIB", 128);
     assert!(heap_kib <= 8192, "FW_HEAP_KIB above 8 MiB");
     assert!(

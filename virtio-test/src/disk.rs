@@ -135,7 +135,11 @@ impl DataDisk {
     /// First sector of `sector_in_block` in data block `block`.
     fn sector(&self, block: u64, sector_in_block: usize, len: usize) -> Result<usize, String> {
         let end = sector_in_block * SECTOR + len;
-        if block >= self.nr_blocks || len == 0 || len % SECTOR != 0 || end > DATA_BLOCK_BYTES {
+        if block >= self.nr_blocks
+            || len == 0
+            || !len.is_multiple_of(SECTOR)
+            || end > DATA_BLOCK_BYTES
+        {
             return Err(alloc::format!(
                 "data I/O out of range: block {block}, sector {sector_in_block}, {len} bytes"
             ));

@@ -84,7 +84,14 @@ extern "Rust" {
 #[no_mangle]
 extern "C" fn board_rust_start() -> ! {
     // 115200 8N1, FIFO on (QEMU ignores the rate, a real 16550 would not).
-    for (reg, val) in [(1, 0x00), (3, 0x80), (0, 0x01), (1, 0x00), (3, 0x03), (2, 0xc7)] {
+    for (reg, val) in [
+        (1, 0x00),
+        (3, 0x80),
+        (0, 0x01),
+        (1, 0x00),
+        (3, 0x03),
+        (2, 0xc7),
+    ] {
         outb(COM1 + reg, val);
     }
     // SAFETY: the firmware defines `firmware_main` with this signature; it is called once.
