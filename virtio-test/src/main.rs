@@ -3,14 +3,16 @@
 //! Each boot reads the metadata disk's superblock to learn its phase:
 //! - **unformatted → boot 1**: format, run the committed script (ending in a commit with
 //!   transaction id 1), verify pool + data against the model, run thin-core's checker, reopen,
-//!   run the uncommitted script (transaction id 2, never committed), verify that too, and stop
-//!   without committing — exit code [`EXIT_STOPPED_UNCOMMITTED`], as if the power went;
+//!   run the uncommitted script (transaction id 2, never committed), verify that too, print
+//!   `RESULT stopped …` and halt without committing: the host kills QEMU there, as if the power
+//!   went (the machine stays halted and sets no exit code);
 //! - **transaction id 1 → boot 2**: open the pool, rebuild the committed state by replaying the
 //!   committed script on the model alone, verify it exactly (devices, mappings, bytes, space
 //!   used), print `expect …` lines for the host, run the checker, exit 0.
 //!
-//! Serial lines the host reads: `RESULT …` (the outcome), `expect DEV VBLOCK DATA FNV`,
-//! `heap-peak BYTES`.
+//! Serial lines the host reads: `RESULT pass|fail|stopped …` (the outcome),
+//! `expect DEV VBLOCK DATA FNV`, `expect-dev DEV NR_MAPPED`, `heap-peak BYTES`.
+//! Exit codes: 0 verified, 1 panic, 2 a check failed.
 #![no_std]
 #![no_main]
 #![deny(unsafe_code)]
@@ -53,8 +55,6 @@ const EXIT_OK: u8 = 0;
 const EXIT_PANIC: u8 = 1;
 /// A check failed.
 const EXIT_FAILED: u8 = 2;
-/// Boot 1 finished and stopped with work uncommitted (expected).
-const EXIT_STOPPED_UNCOMMITTED: u8 = 3;
 
 /// Entry point, called once by the board after boot.
 #[no_mangle]
@@ -67,19 +67,30 @@ fn firmware_main() -> ! {
         config::HEAP_BYTES / 1024,
         config::CACHE_BLOCKS
     );
-    let code = match run() {
-        Ok(code) => code,
+    let outcome = run();
+    println!("heap-peak {} (in use now {})", heap::peak(), heap::in_use());
+    match outcome {
+        Ok(Outcome::Verified) => board::exit(EXIT_OK),
+        Ok(Outcome::Uncommitted) => {
+            println!(
+                "RESULT stopped: boot 1 committed transaction {TRANS_COMMITTED}, left work \
+                 uncommitted; halted, waiting to be killed"
+            );
+            board::halt()
+        }
         Err(e) => {
             println!("RESULT fail: {e}");
-            EXIT_FAILED
+            board::exit(EXIT_FAILED)
         }
-    };
-    println!(
-        "heap-peak {} (in use at exit {})",
-        heap::peak(),
-        heap::in_use()
-    );
-    board::exit(code)
+    }
+}
+
+/// How a boot ended.
+enum Outcome {
+    /// Boot 2: the committed state is exactly as expected.
+    Verified,
+    /// Boot 1: committed, then left work uncommitted.
+    Uncommitted,
 }
 
 #[panic_handler]
@@ -89,7 +100,7 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     board::exit(EXIT_PANIC)
 }
 
-fn run() -> Result<u8, String> {
+fn run() -> Result<Outcome, String> {
     let (mut meta, data) = disk::pick(hal::probe_block_devices())?;
     match read_superblock(&mut meta) {
         Err(PoolError::Unformatted) => boot1(meta, data),
@@ -121,7 +132,7 @@ fn checker(dev: &mut MetaDisk) -> Result<(), String> {
     Ok(())
 }
 
-fn boot1(meta: MetaDisk, data: DataDisk) -> Result<u8, String> {
+fn boot1(meta: MetaDisk, data: DataDisk) -> Result<Outcome, String> {
     println!("phase: boot 1 (blank metadata disk)");
     let opts = FormatOptions {
         data_block_size: DATA_BLOCK_SECTORS,
@@ -159,13 +170,10 @@ fn boot1(meta: MetaDisk, data: DataDisk) -> Result<u8, String> {
     rig.run(&workload::uncommitted_script())?;
     let s = rig.verify(false)?;
     println!("uncommitted: verified {s:?}; plans {:?}", rig.counts);
-    println!(
-        "RESULT stopped: boot 1 committed transaction {TRANS_COMMITTED}, left work uncommitted"
-    );
-    Ok(EXIT_STOPPED_UNCOMMITTED)
+    Ok(Outcome::Uncommitted)
 }
 
-fn boot2(meta: MetaDisk, data: DataDisk) -> Result<u8, String> {
+fn boot2(meta: MetaDisk, data: DataDisk) -> Result<Outcome, String> {
     println!("phase: boot 2 (after a stop without commit)");
     let open = OpenOptions {
         cache_blocks: config::CACHE_BLOCKS,
@@ -186,5 +194,5 @@ fn boot2(meta: MetaDisk, data: DataDisk) -> Result<u8, String> {
         "RESULT pass: {} devices, {} mappings, {} data blocks as committed",
         s.devices, s.mappings, s.data_blocks
     );
-    Ok(EXIT_OK)
+    Ok(Outcome::Verified)
 }

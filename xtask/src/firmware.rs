@@ -29,9 +29,10 @@ const META_BYTES: u64 = 4 << 20;
 const DATA_BYTES: u64 = 64 << 20;
 /// The firmware's data block size.
 const DATA_BLOCK_BYTES: u64 = 64 << 10;
-/// Firmware exit codes (virtio-test/src/main.rs).
+/// Firmware exit code for "verified" (virtio-test/src/main.rs).
 const FW_OK: u8 = 0;
-const FW_STOPPED_UNCOMMITTED: u8 = 3;
+/// Boot 1 prints this, then halts with work uncommitted; QEMU is killed there.
+const STOPPED_LINE: &str = "RESULT stopped";
 
 #[derive(Clone, Copy, Debug)]
 enum Board {
@@ -164,13 +165,10 @@ fn run_board(board: Board, timeout: Duration) -> Result<BoardReport> {
         f.set_len(len)?;
     }
 
-    let boot1 = boot(board, &elf, &meta, &data, timeout)?;
-    boot1.expect_code(
-        FW_STOPPED_UNCOMMITTED,
-        "boot 1 (commit, then stop uncommitted)",
-    )?;
-    let boot2 = boot(board, &elf, &meta, &data, timeout)?;
-    boot2.expect_code(FW_OK, "boot 2 (verify the committed state)")?;
+    let boot1 = boot(board, &elf, &meta, &data, timeout, Some(STOPPED_LINE))?;
+    boot1.expect(End::Killed, "boot 1 (commit, then stop uncommitted)")?;
+    let boot2 = boot(board, &elf, &meta, &data, timeout, None)?;
+    boot2.expect(End::Exited(FW_OK), "boot 2 (verify the committed state)")?;
     let (devices, mappings, pattern_sectors) = host_checks(&boot2, &meta, &data)?;
     Ok(BoardReport {
         board,
@@ -204,19 +202,28 @@ fn build(board: Board) -> Result<PathBuf> {
         .join("virtio-test"))
 }
 
+/// How a boot ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    /// The firmware exited through the board's exit device with this code.
+    Exited(u8),
+    /// We killed QEMU (SIGKILL) on the line we were waiting for.
+    Killed,
+}
+
 struct BootRun {
-    code: u8,
+    end: End,
     lines: Vec<String>,
     result_time: Duration,
     heap_peak: u64,
 }
 
 impl BootRun {
-    fn expect_code(&self, want: u8, what: &str) -> Result<()> {
-        if self.code != want {
+    fn expect(&self, want: End, what: &str) -> Result<()> {
+        if self.end != want {
             bail!(
-                "{what}: firmware exit code {}, expected {want}; serial:\n{}",
-                self.code,
+                "{what}: ended {:?}, expected {want:?}; serial:\n{}",
+                self.end,
                 self.lines.join("\n")
             );
         }
@@ -224,7 +231,15 @@ impl BootRun {
     }
 }
 
-fn boot(board: Board, elf: &Path, meta: &Path, data: &Path, timeout: Duration) -> Result<BootRun> {
+/// Boots the firmware once; with `kill_on`, kills QEMU as soon as a serial line starts so.
+fn boot(
+    board: Board,
+    elf: &Path,
+    meta: &Path,
+    data: &Path,
+    timeout: Duration,
+    kill_on: Option<&str>,
+) -> Result<BootRun> {
     let drive =
         |path: &Path, id: &str| format!("file={},format=raw,if=none,id={id}", path.display());
     let mut cmd = Command::new(board.qemu());
@@ -260,39 +275,50 @@ fn boot(board: Board, elf: &Path, meta: &Path, data: &Path, timeout: Duration) -
             }
         }
     });
+    let mut lines = Vec::new();
+    let mut result_time = None;
+    let mut killed = false;
     let status = loop {
+        if let Ok((t, line)) = rx.recv_timeout(Duration::from_millis(10)) {
+            if line.starts_with("RESULT ") && result_time.is_none() {
+                result_time = Some(t);
+            }
+            if !killed && kill_on.is_some_and(|k| line.starts_with(k)) {
+                child.kill()?;
+                killed = true;
+            }
+            lines.push(line);
+            continue;
+        }
         if let Some(status) = child.try_wait()? {
             break status;
         }
         if start.elapsed() > timeout {
             child.kill()?;
             child.wait()?;
-            let seen: Vec<String> = rx.try_iter().map(|(_, l)| l).collect();
             bail!(
                 "{} timed out after {timeout:?}; serial so far:\n{}",
                 board.qemu(),
-                seen.join("\n")
+                lines.join("\n")
             );
         }
-        std::thread::sleep(Duration::from_millis(10));
     };
     let _ = reader.join();
+    lines.extend(rx.try_iter().map(|(_, l)| l));
     let mut err = String::new();
     stderr.read_to_string(&mut err)?;
-    let mut lines = Vec::new();
-    let mut result_time = None;
-    for (t, line) in rx.try_iter() {
-        if line.starts_with("RESULT ") && result_time.is_none() {
-            result_time = Some(t);
-        }
-        lines.push(line);
-    }
-    let Some(code) = status.code() else {
-        bail!("{} killed by a signal; stderr: {err}", board.qemu());
+    let end = if killed {
+        End::Killed
+    } else {
+        let Some(code) = status.code() else {
+            bail!("{} killed by a signal; stderr: {err}", board.qemu());
+        };
+        End::Exited(
+            board
+                .decode_exit(code)
+                .with_context(|| format!("stderr: {err}\nserial:\n{}", lines.join("\n")))?,
+        )
     };
-    let code = board
-        .decode_exit(code)
-        .with_context(|| format!("stderr: {err}\nserial:\n{}", lines.join("\n")))?;
     for l in lines.iter().filter(|l| !l.starts_with("expect")) {
         println!("  | {l}");
     }
@@ -309,7 +335,7 @@ fn boot(board: Board, elf: &Path, meta: &Path, data: &Path, timeout: Duration) -
         .and_then(|n| n.parse().ok())
         .context("no heap-peak line on serial")?;
     Ok(BootRun {
-        code,
+        end,
         lines,
         result_time,
         heap_peak,

@@ -67,8 +67,14 @@ pub fn exit(code: u8) -> ! {
     };
     // SAFETY: the SiFive test device's only register; writing it stops the machine.
     unsafe { ptr::write_volatile(TEST_DEVICE as *mut u32, value) }
+    halt()
+}
+
+/// Stops the hart for good, leaving QEMU running (until it is killed).
+pub fn halt() -> ! {
     loop {
-        core::hint::spin_loop();
+        // SAFETY: `wfi` only waits; with interrupts off it returns spuriously at most.
+        unsafe { core::arch::asm!("wfi", options(nomem, nostack)) }
     }
 }
 

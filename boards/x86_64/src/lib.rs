@@ -70,6 +70,11 @@ pub fn exit(code: u8) -> ! {
         asm!("out dx, eax", in("dx") DEBUG_EXIT_PORT, in("eax") value, options(nomem, nostack))
     }
     // Without the exit device (run by hand), stop here.
+    halt()
+}
+
+/// Stops the CPU for good, leaving QEMU running (until it is killed).
+pub fn halt() -> ! {
     loop {
         // SAFETY: halts the CPU; interrupts are off so it stays halted.
         unsafe { asm!("cli", "hlt", options(nomem, nostack)) }
