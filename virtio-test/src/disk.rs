@@ -4,6 +4,8 @@
 //! Which disk is which comes from its virtio serial (`-drive …,serial=thin-meta` /
 //! `thin-data`), never from probe order.
 
+use core::sync::atomic::{AtomicU64, Ordering};
+
 use alloc::string::String;
 use alloc::vec::Vec;
 
@@ -48,6 +50,15 @@ pub fn pick(devices: Vec<Blk>) -> Result<(MetaDisk, DataDisk), String> {
     let data =
         data.ok_or_else(|| alloc::format!("no virtio-blk disk with serial {DATA_SERIAL}"))?;
     Ok((MetaDisk::new(meta), DataDisk::new(data)))
+}
+
+/// Metadata blocks written since boot.
+static META_WRITES: AtomicU64 = AtomicU64::new(0);
+
+/// Metadata blocks written since boot (the crash test reports how many reached the disk
+/// after the last commit).
+pub fn meta_writes() -> u64 {
+    META_WRITES.load(Ordering::Relaxed)
 }
 
 fn sector_index(sector: u64) -> Option<usize> {
@@ -101,7 +112,9 @@ impl BlockDevice for MetaDisk {
         self.blk.write_blocks(s, buf).map_err(|_| {
             self.failed = true;
             BlockError::Write { block }
-        })
+        })?;
+        META_WRITES.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     fn flush(&mut self) -> Result<(), BlockError> {
