@@ -186,6 +186,10 @@ fn build(board: Board) -> Result<PathBuf> {
     let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
         // From the firmware's folder, so its .cargo/config.toml (rustflags) applies.
         .current_dir(root.join("virtio-test"))
+        // RUSTFLAGS would replace the config's (static relocation model, needed by the x86_64
+        // boot stub), so the firmware build never inherits it.
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .args(["build", "--release", "-j1", "--target", board.target()])
         .arg("--target-dir")
         .arg(&target_dir)
