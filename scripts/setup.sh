@@ -10,8 +10,10 @@ if [ "$(id -u)" != 0 ]; then
   fi
 fi
 
-# qemu-system-x86: the guest tests boot Linux under TCG; xz-utils: unpacks the guest kernel.
-APT_PACKAGES=(gcc-s390x-linux-gnu libc6-dev-s390x-cross qemu-user thin-provisioning-tools qemu-system-x86 xz-utils)
+# qemu-system-x86: the guest tests boot Linux under TCG, and the x86_64 firmware board (microvm);
+# qemu-system-misc: the riscv64 firmware board (virt); xz-utils: unpacks the guest kernel;
+# gcc-s390x-linux-gnu, libc6-dev-s390x-cross, qemu-user: thin-core's big-endian test run.
+APT_PACKAGES=(thin-provisioning-tools qemu-system-x86 qemu-system-misc xz-utils gcc-s390x-linux-gnu libc6-dev-s390x-cross qemu-user)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -23,7 +25,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
 fi
 
-RUST_TARGETS=(x86_64-unknown-none s390x-unknown-linux-gnu)
+# Bare-metal targets: thin-core's no_std build and the firmware boards (boards/); s390x:
+# thin-core's tests on a big-endian machine (under qemu-user).
+RUST_TARGETS=(x86_64-unknown-none riscv64gc-unknown-none-elf s390x-unknown-linux-gnu)
 installed=$(rustup target list --installed)
 for t in "${RUST_TARGETS[@]}"; do
   grep -qx "$t" <<<"$installed" || rustup target add "$t"

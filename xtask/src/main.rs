@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: project automation (set-up, guest images, QEMU runs, benchmarks).
 use anyhow::{bail, Context, Result};
 
+mod firmware;
 mod fuzz;
 
 const HELP: &str = "cargo xtask <command>
@@ -16,7 +17,11 @@ commands:
                        remake tests/fixtures/kernel/<NAME>.tmeta.gz with the kernel's dm-thin
                        in the guest (all fixtures if no NAME), checking each with thin_check
   fuzz-smoke [--seconds N] [TARGET]...
-                       build the cargo-fuzz targets and run each for N seconds (default 20)";
+                       build the cargo-fuzz targets and run each for N seconds (default 20)
+  firmware [--board x86_64|riscv64|all] [--timeout SECS]
+                       build virtio-test for each board, boot it twice under QEMU (commit, stop
+                       uncommitted; reopen and verify), then check the disk images on the host
+                       (thin_check, thin-core check, thin_dump, data patterns)";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -29,6 +34,7 @@ fn main() -> Result<()> {
         Some("guest-run") => guest_run(&args[1..]),
         Some("kernel-fixtures") => kernel_fixtures(&args[1..]),
         Some("fuzz-smoke") => fuzz::fuzz_smoke(&args[1..]),
+        Some("firmware") => firmware::run(&args[1..]),
         Some(other) => bail!("unknown xtask command: {other}\n\n{HELP}"),
     }
 }
