@@ -1,7 +1,8 @@
 //! NVMe/TCP target serving thin volumes.
 //!
-//! Modules: [`wire`] (NVMe, NVMe-oF and NVMe/TCP structures, no I/O), [`bdev`] (block
-//! devices behind namespaces). Controller logic and the transport follow in their own modules.
+//! Modules: [`wire`] (NVMe, NVMe-oF and NVMe/TCP structures, no I/O), [`ctrlr`] (controller
+//! logic, sans I/O), [`bdev`] (block devices behind namespaces).
 
 pub mod bdev;
+pub mod ctrlr;
 pub mod wire;
