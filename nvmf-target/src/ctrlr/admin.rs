@@ -215,8 +215,7 @@ impl TargetState {
                     c.ns_notice_masked = false;
                 }
                 let mut b = vec![0u8; IDENTIFY_DATA_LEN];
-                list.emit(&mut b)
-                    .map_err(|_| dnr(Status::INTERNAL_ERROR))?;
+                list.emit(&mut b).map_err(|_| dnr(Status::INTERNAL_ERROR))?;
                 b
             }
             _ => return Err(dnr(Status::INVALID_FIELD)),
@@ -291,7 +290,8 @@ impl TargetState {
                 let (ip, port, fam) = addr_of(l);
                 let mut e =
                     DiscoveryLogEntry::tcp(subtype::NVM, fam, l.portid, &ip, &port, sub.nqn());
-                e.treq |= treq::DISABLE_SQFLOW_SUPPORTED;
+                // "Not specified" + SQ flow control disable supported, as the Linux target.
+                e.treq = treq::DISABLE_SQFLOW_SUPPORTED;
                 entries.push(e);
             }
         }

@@ -415,8 +415,7 @@ impl TargetState {
             } else {
                 c.changed_ns.insert(nsid);
             }
-            if c.aec & crate::wire::features::AsyncEventConfig::NS_ATTR != 0
-                && !c.ns_notice_masked
+            if c.aec & crate::wire::features::AsyncEventConfig::NS_ATTR != 0 && !c.ns_notice_masked
             {
                 c.ns_notice_masked = true;
                 self.raise_event(id, AsyncEvent::NS_ATTR_CHANGED);
@@ -721,7 +720,13 @@ impl TargetState {
         }
     }
 
-    fn connect(&mut self, q: &mut QueueCtx, sqe: &Sqe, data: &[u8], now_ms: u64) -> ConnectResponse {
+    fn connect(
+        &mut self,
+        q: &mut QueueCtx,
+        sqe: &Sqe,
+        data: &[u8],
+        now_ms: u64,
+    ) -> ConnectResponse {
         let fail = |s: Status| ConnectResponse::Failure {
             status: s.dnr(),
             param: None,

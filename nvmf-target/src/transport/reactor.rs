@@ -310,7 +310,11 @@ impl Reactor {
         }
         if !dead_ctrls.is_empty() {
             for c in self.conns.values_mut() {
-                if c.conn.queue().cntlid.is_some_and(|id| dead_ctrls.contains(&id)) {
+                if c.conn
+                    .queue()
+                    .cntlid
+                    .is_some_and(|id| dead_ctrls.contains(&id))
+                {
                     c.dead = true;
                 }
             }

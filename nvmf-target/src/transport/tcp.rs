@@ -21,8 +21,8 @@ use log::{debug, info, warn};
 use crate::ctrlr::{DataXfer, Outcome, QueueCtx, TargetState, MAX_AERS};
 use crate::wire::cqe::Cqe;
 use crate::wire::pdu::{
-    C2HData, CapsuleCmd, CapsuleResp, Digests, H2CData, IcReq, IcResp, Pdu, PduDecoder,
-    PduError, PduType, R2t, RxConfig, TermReq, TxConfig, TxLayout,
+    C2HData, CapsuleCmd, CapsuleResp, Digests, H2CData, IcReq, IcResp, Pdu, PduDecoder, PduError,
+    PduType, R2t, RxConfig, TermReq, TxConfig, TxLayout,
 };
 use crate::wire::pdu::{FatalError, FatalReason, Fes};
 use crate::wire::sqe::Sqe;
@@ -262,7 +262,9 @@ impl ConnState {
     fn push_term(&mut self, t: &TermReq<'_>) {
         let start = self.out.len();
         self.out.resize(start + t.wire_len(), 0);
-        if t.emit(self.out.get_mut(start..).unwrap_or_default()).is_err() {
+        if t.emit(self.out.get_mut(start..).unwrap_or_default())
+            .is_err()
+        {
             self.out.truncate(start);
         }
     }
@@ -440,7 +442,10 @@ impl ConnState {
                 }
             }
             _ => {
-                warn!("H2CData with unknown TTAG {:#x} / CCCID {:#x}", d.ttag, d.cccid);
+                warn!(
+                    "H2CData with unknown TTAG {:#x} / CCCID {:#x}",
+                    d.ttag, d.cccid
+                );
                 Err(Fes::PduSequenceError)
             }
         };
@@ -467,12 +472,9 @@ impl ConnState {
         warn!("data digest error: {e}");
         match e.pdu_type {
             PduType::CapsuleCmd => {
-                let cqe = self.q.cqe(
-                    e.cccid,
-                    Status::TRANSIENT_TRANSPORT_ERROR.retryable(),
-                    0,
-                    0,
-                );
+                let cqe = self
+                    .q
+                    .cqe(e.cccid, Status::TRANSIENT_TRANSPORT_ERROR.retryable(), 0, 0);
                 self.push_resp(cqe);
             }
             // The write's data is lost part-way: the Linux target's answer, drop the
