@@ -136,7 +136,8 @@ impl Host {
         let mut out = Vec::new();
         loop {
             match self.recv() {
-                Rx::Data { datao, data, .. } => {
+                Rx::Data { cccid, datao, data } => {
+                    assert_eq!(cccid, sqe.cid);
                     assert_eq!(datao as usize, out.len());
                     out.extend_from_slice(&data);
                 }
