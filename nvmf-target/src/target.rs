@@ -1,0 +1,269 @@
+//! The target as a whole: configuration, subsystems and namespaces, listeners, and the
+//! reactor that serves them. This is what the daemon calls.
+//!
+//! ```no_run
+//! use std::sync::atomic::AtomicBool;
+//! use nvmf_target::{Target, TargetConfig, SubsystemConfig};
+//! use nvmf_target::bdev::malloc::Malloc;
+//!
+//! static STOP: AtomicBool = AtomicBool::new(false); // set from SIGINT/SIGTERM
+//! let nqn = "nqn.2016-06.io.spdk:cnode1";
+//! let mut t = Target::new(TargetConfig::default());
+//! t.add_subsystem(SubsystemConfig::new(nqn).serial("SN0001"))?;
+//! t.add_namespace(nqn, 1, Box::new(Malloc::new("m0", 131072, 512, [7; 16])?))?;
+//! t.listen("127.0.0.1:4420")?;
+//! let state = t.run_until(&STOP)?; // blocks; flushes every namespace before returning
+//! # drop(state);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Or on a thread of its own, with a handle for management while it runs:
+//! [`Target::spawn`] → [`TargetHandle::with_state`] / [`TargetHandle::listen`] /
+//! [`TargetHandle::stop`].
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use log::{info, warn};
+
+use crate::bdev::Bdev;
+use crate::ctrlr::{CtrlrConfig, CtrlrError, SubsystemConfig, TargetState};
+use crate::transport::reactor::{Msg, PollMode, Reactor};
+use crate::transport::tcp::ConnLimits;
+
+/// Target-wide settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetConfig {
+    /// Cores to run reactors on (bit n = core n), SPDK's `-m`. Only one reactor runs today
+    /// (on the calling/spawned thread); extra bits are accepted and logged.
+    pub cpumask: u64,
+    /// Busy polling or adaptive (default).
+    pub poll_mode: PollMode,
+    /// Controller limits and identity.
+    pub ctrlr: CtrlrConfig,
+    /// MAXH2CDATA announced in ICResp (≥ 4096, multiple of 4).
+    pub maxh2cdata: u32,
+}
+
+impl Default for TargetConfig {
+    fn default() -> Self {
+        Self {
+            cpumask: 0x1,
+            poll_mode: PollMode::Adaptive,
+            ctrlr: CtrlrConfig::default(),
+            maxh2cdata: 128 * 1024,
+        }
+    }
+}
+
+/// Errors of the target API.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TargetError {
+    #[error(transparent)]
+    Ctrlr(#[from] CtrlrError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    #[error("the reactor has stopped")]
+    Stopped,
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> TargetError {
+    let context = context.into();
+    move |source| TargetError::Io { context, source }
+}
+
+/// A target being configured; [`Target::run_until`] or [`Target::spawn`] serves it.
+pub struct Target {
+    config: TargetConfig,
+    state: TargetState,
+    listeners: Vec<std::net::TcpListener>,
+}
+
+impl Target {
+    pub fn new(config: TargetConfig) -> Self {
+        let state = TargetState::new(config.ctrlr.clone());
+        Self {
+            config,
+            state,
+            listeners: Vec::new(),
+        }
+    }
+
+    /// Adds an NVM subsystem.
+    pub fn add_subsystem(&mut self, config: SubsystemConfig) -> Result<&mut Self, TargetError> {
+        self.state.add_subsystem(config)?;
+        Ok(self)
+    }
+
+    /// Adds namespace `nsid` of subsystem `nqn`, backed by `bdev`.
+    pub fn add_namespace(
+        &mut self,
+        nqn: &str,
+        nsid: u32,
+        bdev: Box<dyn Bdev>,
+    ) -> Result<&mut Self, TargetError> {
+        self.state.add_namespace(nqn, nsid, bdev)?;
+        Ok(self)
+    }
+
+    /// Binds a TCP listener now (port 0 picks a free port) and returns its address. Every
+    /// listener serves the discovery subsystem and every NVM subsystem.
+    pub fn listen(&mut self, addr: impl ToSocketAddrs) -> Result<SocketAddr, TargetError> {
+        let l = std::net::TcpListener::bind(addr).map_err(io_err("binding listener"))?;
+        let local = l.local_addr().map_err(io_err("listener address"))?;
+        self.state.add_listener(local);
+        self.listeners.push(l);
+        Ok(local)
+    }
+
+    /// The controller state (subsystems, namespaces, hosts) for further configuration.
+    pub fn state_mut(&mut self) -> &mut TargetState {
+        &mut self.state
+    }
+
+    fn check(&self) -> Result<(), TargetError> {
+        let m = self.config.maxh2cdata;
+        if m < 4096 || !m.is_multiple_of(4) {
+            return Err(TargetError::Config(format!(
+                "MAXH2CDATA {m} must be >= 4096 and a multiple of 4"
+            )));
+        }
+        if self.config.cpumask == 0 {
+            return Err(TargetError::Config("empty cpumask".into()));
+        }
+        if self.config.cpumask.count_ones() > 1 {
+            warn!(
+                "cpumask {:#x}: one reactor serves everything in this version",
+                self.config.cpumask
+            );
+        }
+        Ok(())
+    }
+
+    fn reactor(&mut self) -> Result<Reactor, TargetError> {
+        self.check()?;
+        let limits = ConnLimits {
+            maxh2cdata: self.config.maxh2cdata,
+            max_icd: self.config.ctrlr.in_capsule_data_size,
+        };
+        let mut r = Reactor::new(self.config.poll_mode, limits).map_err(io_err("epoll"))?;
+        for l in self.listeners.drain(..) {
+            r.add_listener(l).map_err(io_err("listener"))?;
+        }
+        Ok(r)
+    }
+
+    /// Serves on the calling thread until `stop` becomes true (checked at least every
+    /// 50 ms), then closes every connection, flushes every namespace (final commit) and
+    /// returns the state with its bdevs.
+    pub fn run_until(mut self, stop: &AtomicBool) -> Result<TargetState, TargetError> {
+        let mut reactor = self.reactor()?;
+        let (_tx, rx) = mpsc::channel();
+        Self::serve(&mut reactor, &mut self.state, stop, &rx)?;
+        Ok(self.state)
+    }
+
+    fn serve(
+        reactor: &mut Reactor,
+        state: &mut TargetState,
+        stop: &AtomicBool,
+        rx: &Receiver<Msg>,
+    ) -> Result<(), TargetError> {
+        info!("target running");
+        let r = reactor.run(state, stop, rx).map_err(io_err("reactor"));
+        if let Err(e) = state.flush_all() {
+            warn!("final flush: {e}");
+        }
+        info!("target stopped");
+        r
+    }
+
+    /// Serves on a new thread; the handle manages and stops it.
+    pub fn spawn(mut self) -> Result<TargetHandle, TargetError> {
+        let mut reactor = self.reactor()?;
+        let waker = Arc::new(reactor.waker().map_err(io_err("waker"))?);
+        let (tx, rx) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = Arc::clone(&stop);
+        let mut state = self.state;
+        let thread = std::thread::Builder::new()
+            .name("reactor_0".into())
+            .spawn(move || {
+                Self::serve(&mut reactor, &mut state, &stop2, &rx)?;
+                Ok(state)
+            })
+            .map_err(io_err("spawning the reactor"))?;
+        Ok(TargetHandle {
+            tx,
+            waker,
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+/// A running target (from [`Target::spawn`]).
+pub struct TargetHandle {
+    tx: Sender<Msg>,
+    waker: Arc<mio::Waker>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<TargetState, TargetError>>>,
+}
+
+impl TargetHandle {
+    fn send(&self, m: Msg) -> Result<(), TargetError> {
+        self.tx.send(m).map_err(|_| TargetError::Stopped)?;
+        self.waker.wake().map_err(io_err("waking the reactor"))
+    }
+
+    /// Runs `f` on the reactor, between polls, and returns its result: namespace and host
+    /// management (hosts see namespace changes through AENs), inspection, statistics.
+    pub fn with_state<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut TargetState) -> R + Send + 'static,
+    ) -> Result<R, TargetError> {
+        let (rtx, rrx) = mpsc::channel();
+        self.send(Msg::Call(Box::new(move |s| {
+            let _ = rtx.send(f(s));
+        })))?;
+        rrx.recv().map_err(|_| TargetError::Stopped)
+    }
+
+    /// Binds and starts serving another listen address.
+    pub fn listen(&self, addr: impl ToSocketAddrs) -> Result<SocketAddr, TargetError> {
+        let l = std::net::TcpListener::bind(addr).map_err(io_err("binding listener"))?;
+        let local = l.local_addr().map_err(io_err("listener address"))?;
+        self.with_state(move |s| s.add_listener(local))?;
+        self.send(Msg::Listen(l))?;
+        Ok(local)
+    }
+
+    /// Stops the reactor (connections closed, namespaces flushed) and returns the state.
+    pub fn stop(mut self) -> Result<TargetState, TargetError> {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.waker.wake();
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(r)) => r,
+            _ => Err(TargetError::Stopped),
+        }
+    }
+}
+
+impl Drop for TargetHandle {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.waker.wake();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! Transports: NVMe/TCP connections ([`tcp`]) driven by poll-mode reactors ([`reactor`]).
+
+pub mod reactor;
+pub mod tcp;
+
+pub use reactor::PollMode;

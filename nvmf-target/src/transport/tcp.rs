@@ -1,0 +1,485 @@
+//! One NVMe/TCP connection (one queue): PDU framing in, commands to the controller logic,
+//! PDUs out. No sockets here beyond `Read`/`Write` on whatever stream the reactor passes, so
+//! the same code runs over a `mio` socket or an in-memory pipe.
+//!
+//! Per command: CapsuleCmd → [R2T → H2CData…] → execute → [C2HData] → CapsuleResp.
+//!
+//! Invariants:
+//! * PDUs are appended whole to the send buffer; bytes of two PDUs never interleave;
+//! * at most `depth` writes wait for data (one R2T each, covering all their data, as Linux's
+//!   MAXR2T = 0 requires); a host exceeding the queue depth is a fatal error;
+//! * a fatal receive error queues a C2HTermReq and stops reading: only this connection dies;
+//! * memory: the decoder holds one PDU (≤ ICD or MAXH2CDATA), write buffers are at most
+//!   `depth × MDTS` and are recycled, and the send buffer stops the reader when it grows past
+//!   [`TX_HIGH_WATER`].
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+
+use log::{debug, info, warn};
+
+use crate::ctrlr::{DataXfer, Outcome, QueueCtx, TargetState, MAX_AERS};
+use crate::wire::cqe::Cqe;
+use crate::wire::pdu::{
+    C2HData, CapsuleCmd, CapsuleResp, Digests, H2CData, IcReq, IcResp, Pdu, PduDecoder, PduError,
+    PduType, R2t, RxConfig, TermReq, TxConfig, TxLayout,
+};
+use crate::wire::pdu::{FatalError, FatalReason, Fes};
+use crate::wire::sqe::Sqe;
+use crate::wire::status::Status;
+
+/// Stop reading from a connection while this many bytes wait to be sent.
+pub const TX_HIGH_WATER: usize = 8 << 20;
+
+/// Transport limits of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// MAXH2CDATA announced in ICResp.
+    pub maxh2cdata: u32,
+    /// In-capsule data accepted (admin and fabrics: at least 8192).
+    pub max_icd: u32,
+}
+
+/// A write waiting for its data.
+#[derive(Debug)]
+struct PendingWrite {
+    sqe: Sqe,
+    buf: Vec<u8>,
+    received: u32,
+}
+
+/// One connection's protocol state.
+#[derive(Debug)]
+pub struct Connection {
+    pub peer: SocketAddr,
+    decoder: PduDecoder,
+    st: ConnState,
+}
+
+#[derive(Debug)]
+struct ConnState {
+    q: QueueCtx,
+    limits: ConnLimits,
+    tx: TxConfig,
+    ic_done: bool,
+    out: Vec<u8>,
+    out_pos: usize,
+    /// Writes waiting for H2CData, indexed by TTAG.
+    pending: Vec<Option<PendingWrite>>,
+    free_bufs: Vec<Vec<u8>>,
+    /// Commands received and not completed (pending writes + held AERs).
+    outstanding: u32,
+    /// Set after a fatal error or a H2CTermReq: flush what is queued, then close.
+    closing: bool,
+}
+
+/// What the reactor should do after feeding bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnStatus {
+    Open,
+    /// Flush the send buffer, then close.
+    Closing,
+}
+
+impl Connection {
+    pub fn new(peer: SocketAddr, local: Option<SocketAddr>, limits: ConnLimits) -> Self {
+        let rx = RxConfig {
+            max_icd_len: limits.max_icd.max(8192),
+            max_data_len: limits.maxh2cdata,
+            ..RxConfig::controller()
+        };
+        Self {
+            peer,
+            decoder: PduDecoder::new(rx),
+            st: ConnState {
+                q: QueueCtx::new(local),
+                limits,
+                tx: TxConfig::default(),
+                ic_done: false,
+                out: Vec::with_capacity(64 * 1024),
+                out_pos: 0,
+                pending: Vec::new(),
+                free_bufs: Vec::new(),
+                outstanding: 0,
+                closing: false,
+            },
+        }
+    }
+
+    pub fn queue(&self) -> &QueueCtx {
+        &self.st.q
+    }
+
+    pub fn status(&self) -> ConnStatus {
+        if self.st.closing {
+            ConnStatus::Closing
+        } else {
+            ConnStatus::Open
+        }
+    }
+
+    /// Bytes queued for sending.
+    pub fn tx_pending(&self) -> usize {
+        self.st.out.len() - self.st.out_pos
+    }
+
+    /// Whether the reader should pause (send buffer full or closing).
+    pub fn rx_blocked(&self) -> bool {
+        self.st.closing || self.tx_pending() > TX_HIGH_WATER
+    }
+
+    /// Feeds received bytes: decodes and handles every complete PDU.
+    pub fn feed(&mut self, mut input: &[u8], target: &mut TargetState, now_ms: u64) {
+        while !self.st.closing {
+            let used = self.decoder.push(input);
+            input = input.get(used..).unwrap_or_default();
+            match self.decoder.poll() {
+                Ok(Some(pdu)) => self.st.handle(pdu, target, now_ms),
+                Ok(None) => break,
+                Err(PduError::Fatal(e)) => {
+                    warn!("{}: fatal PDU error: {e}", self.peer);
+                    if let Some(t) = self.decoder.term_req() {
+                        self.st.push_term(&t);
+                    }
+                    self.st.closing = true;
+                }
+                Err(PduError::DataDigest(e)) => self.st.data_digest_error(&e),
+                Err(PduError::Incomplete { .. }) => break,
+            }
+        }
+    }
+
+    /// Sends an asynchronous completion (AER) on this (admin) queue.
+    pub fn push_async(&mut self, cqe: Cqe) {
+        self.st.outstanding = self.st.outstanding.saturating_sub(1);
+        self.st.push_resp(cqe);
+    }
+
+    /// Writes queued bytes until the socket would block. Returns bytes written.
+    pub fn flush<W: Write>(&mut self, w: &mut W) -> io::Result<usize> {
+        let mut total = 0;
+        while self.st.out_pos < self.st.out.len() {
+            let chunk = self.st.out.get(self.st.out_pos..).unwrap_or_default();
+            match w.write(chunk) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.st.out_pos += n;
+                    total += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.st.out_pos == self.st.out.len() {
+            self.st.out.clear();
+            self.st.out_pos = 0;
+        } else if self.st.out_pos > (1 << 20) {
+            self.st.out.drain(..self.st.out_pos);
+            self.st.out_pos = 0;
+        }
+        Ok(total)
+    }
+
+    /// Reads from `r` into `scratch` and feeds the bytes, at most `budget` bytes. Returns
+    /// `Ok(true)` if the socket may have more (budget hit), `Ok(false)` on WouldBlock.
+    pub fn read_from<R: Read>(
+        &mut self,
+        r: &mut R,
+        scratch: &mut [u8],
+        budget: usize,
+        target: &mut TargetState,
+        now_ms: u64,
+    ) -> io::Result<bool> {
+        let mut got = 0;
+        while got < budget && !self.rx_blocked() {
+            match r.read(scratch) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => {
+                    got += n;
+                    self.feed(scratch.get(..n).unwrap_or_default(), target, now_ms);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+}
+
+impl ConnState {
+    fn handle(&mut self, pdu: Pdu<'_>, target: &mut TargetState, now_ms: u64) {
+        match pdu {
+            Pdu::IcReq(req) => self.icreq(&req),
+            Pdu::TermReq(t) => {
+                info!("H2CTermReq received: {t}");
+                self.closing = true;
+            }
+            Pdu::CapsuleCmd(cmd) => self.capsule(&cmd, target, now_ms),
+            Pdu::H2CData(d) => self.h2c_data(&d, target, now_ms),
+            other => {
+                // The decoder only delivers host-to-controller types.
+                warn!("unexpected {} PDU", other.pdu_type());
+                self.fatal(Fes::InvalidHeaderField, 0, other.pdu_type() as u8);
+            }
+        }
+    }
+
+    fn icreq(&mut self, req: &IcReq) {
+        let resp = IcResp::answer(req, self.limits.maxh2cdata);
+        debug!("{req} -> {resp}");
+        self.ic_done = true;
+        self.tx = TxConfig {
+            digests: Digests {
+                header: req.digests.header,
+                data: req.digests.data,
+            },
+            pda: req.hpda,
+        };
+        let start = self.out.len();
+        self.out.resize(start + 128, 0);
+        if resp
+            .emit(self.out.get_mut(start..).unwrap_or_default())
+            .is_err()
+        {
+            self.out.truncate(start);
+        }
+    }
+
+    fn fatal(&mut self, fes: Fes, fei: u32, pdu_type: u8) {
+        let e = FatalError {
+            fes,
+            fei,
+            reason: FatalReason::OutOfSequence,
+            pdu_type,
+        };
+        let t = TermReq::c2h_for(&e, &[]);
+        self.push_term(&t);
+        self.closing = true;
+    }
+
+    fn push_term(&mut self, t: &TermReq<'_>) {
+        let start = self.out.len();
+        self.out.resize(start + t.wire_len(), 0);
+        if t.emit(self.out.get_mut(start..).unwrap_or_default())
+            .is_err()
+        {
+            self.out.truncate(start);
+        }
+    }
+
+    fn push_resp(&mut self, cqe: Cqe) {
+        let resp = CapsuleResp { cqe };
+        let n = TxLayout::new(PduType::CapsuleResp, 0, &self.tx).plen as usize;
+        let start = self.out.len();
+        self.out.resize(start + n, 0);
+        if resp
+            .emit(self.out.get_mut(start..).unwrap_or_default(), &self.tx)
+            .is_err()
+        {
+            self.out.truncate(start);
+        }
+    }
+
+    fn depth_limit(&self) -> u32 {
+        if self.q.is_connected() {
+            self.q.depth() + if self.q.qid == 0 { MAX_AERS as u32 } else { 0 }
+        } else {
+            1
+        }
+    }
+
+    fn capsule(&mut self, cmd: &CapsuleCmd<'_>, target: &mut TargetState, now_ms: u64) {
+        let sqe = cmd.sqe;
+        if self.outstanding >= self.depth_limit() {
+            warn!(
+                "qid {}: host exceeded the queue depth ({})",
+                self.q.qid,
+                self.depth_limit()
+            );
+            self.fatal(Fes::PduSequenceError, 0, PduType::CapsuleCmd as u8);
+            return;
+        }
+        let xfer = match target.prepare(&self.q, &sqe, cmd.sgl_data_check()) {
+            Ok(x) => x,
+            Err(status) => {
+                debug!("qid {}: {sqe} rejected: {status}", self.q.qid);
+                let cqe = self.q.cqe(sqe.cid, status, 0, 0);
+                self.push_resp(cqe);
+                return;
+            }
+        };
+        match xfer {
+            DataXfer::None | DataXfer::InCapsule => {
+                let outcome = target.execute(&mut self.q, &sqe, cmd.data, &mut [], now_ms);
+                self.complete(outcome);
+            }
+            DataXfer::ToHost(len) => self.execute_to_host(&sqe, len, target, now_ms),
+            DataXfer::FromHost(len) => self.start_r2t(sqe, len),
+        }
+    }
+
+    fn complete(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Complete(cqe) => self.push_resp(cqe),
+            Outcome::Held => self.outstanding += 1,
+        }
+    }
+
+    /// Executes a command returning data straight into the send buffer, behind room for
+    /// the C2HData header; on failure the room is given back and only the CQE goes out.
+    fn execute_to_host(&mut self, sqe: &Sqe, len: u32, target: &mut TargetState, now_ms: u64) {
+        let layout = TxLayout::new(PduType::C2HData, len, &self.tx);
+        let start = self.out.len();
+        let prefix = layout.prefix_len();
+        self.out.resize(start + layout.plen as usize, 0);
+        let (head, tail) = self
+            .out
+            .get_mut(start..)
+            .unwrap_or_default()
+            .split_at_mut(prefix.min(layout.plen as usize));
+        let (data, ddgst) = tail.split_at_mut((len as usize).min(tail.len()));
+        let outcome = target.execute(&mut self.q, sqe, &[], data, now_ms);
+        let Outcome::Complete(cqe) = outcome else {
+            // Commands returning data are never held.
+            self.out.truncate(start);
+            return;
+        };
+        if !cqe.status.is_success() {
+            self.out.truncate(start);
+            self.push_resp(cqe);
+            return;
+        }
+        let success = self.q.sq_flow_disabled && cqe.dw0 == 0 && cqe.dw1 == 0;
+        let pdu = C2HData {
+            cccid: sqe.cid,
+            datao: 0,
+            last: true,
+            success,
+            data,
+        };
+        if pdu.emit_prefix(head, &self.tx).is_err() {
+            self.out.truncate(start);
+            let cqe = Cqe {
+                status: Status::INTERNAL_ERROR.dnr(),
+                ..cqe
+            };
+            self.push_resp(cqe);
+            return;
+        }
+        if layout.ddgst {
+            let d = TxLayout::data_digest(data);
+            if let Some(dst) = ddgst.get_mut(..4) {
+                dst.copy_from_slice(&d);
+            }
+        }
+        if !success {
+            self.push_resp(cqe);
+        }
+    }
+
+    fn start_r2t(&mut self, sqe: Sqe, len: u32) {
+        let slot = match self.pending.iter().position(Option::is_none) {
+            Some(i) => i,
+            None => {
+                self.pending.push(None);
+                self.pending.len() - 1
+            }
+        };
+        let Ok(ttag) = u16::try_from(slot) else {
+            self.fatal(Fes::PduSequenceError, 0, PduType::CapsuleCmd as u8);
+            return;
+        };
+        let mut buf = self.free_bufs.pop().unwrap_or_default();
+        buf.clear();
+        buf.resize(len as usize, 0);
+        if let Some(p) = self.pending.get_mut(slot) {
+            *p = Some(PendingWrite {
+                sqe,
+                buf,
+                received: 0,
+            });
+        }
+        self.outstanding += 1;
+        let r2t = R2t {
+            cccid: sqe.cid,
+            ttag,
+            r2to: 0,
+            r2tl: len,
+        };
+        let n = TxLayout::new(PduType::R2T, 0, &self.tx).plen as usize;
+        let start = self.out.len();
+        self.out.resize(start + n, 0);
+        if r2t
+            .emit(self.out.get_mut(start..).unwrap_or_default(), &self.tx)
+            .is_err()
+        {
+            self.out.truncate(start);
+        }
+    }
+
+    fn h2c_data(&mut self, d: &H2CData<'_>, target: &mut TargetState, now_ms: u64) {
+        let slot = usize::from(d.ttag);
+        let datal = d.data.len();
+        let off = d.datao as usize;
+        let accepted = match self.pending.get_mut(slot) {
+            Some(Some(p)) if p.sqe.cid == d.cccid => {
+                if d.datao != p.received || off + datal > p.buf.len() || datal == 0 {
+                    warn!(
+                        "H2CData out of range: datao {} datal {datal}, expected {} of {}",
+                        d.datao,
+                        p.received,
+                        p.buf.len()
+                    );
+                    Err(Fes::DataOutOfRange)
+                } else {
+                    if let Some(dst) = p.buf.get_mut(off..off + datal) {
+                        dst.copy_from_slice(d.data);
+                    }
+                    p.received += datal as u32;
+                    Ok(p.received as usize == p.buf.len())
+                }
+            }
+            _ => {
+                warn!(
+                    "H2CData with unknown TTAG {:#x} / CCCID {:#x}",
+                    d.ttag, d.cccid
+                );
+                Err(Fes::PduSequenceError)
+            }
+        };
+        match accepted {
+            Err(fes) => {
+                self.fatal(fes, 0, PduType::H2CData as u8);
+                return;
+            }
+            Ok(false) => return,
+            Ok(true) => {}
+        }
+        let Some(Some(p)) = self.pending.get_mut(slot).map(Option::take) else {
+            return;
+        };
+        self.outstanding = self.outstanding.saturating_sub(1);
+        let outcome = target.execute(&mut self.q, &p.sqe, &p.buf, &mut [], now_ms);
+        self.complete(outcome);
+        if self.free_bufs.len() < 16 {
+            self.free_bufs.push(p.buf);
+        }
+    }
+
+    fn data_digest_error(&mut self, e: &crate::wire::pdu::DataDigestError) {
+        warn!("data digest error: {e}");
+        match e.pdu_type {
+            PduType::CapsuleCmd => {
+                let cqe = self
+                    .q
+                    .cqe(e.cccid, Status::TRANSIENT_TRANSPORT_ERROR.retryable(), 0, 0);
+                self.push_resp(cqe);
+            }
+            // The write's data is lost part-way: the Linux target's answer, drop the
+            // connection (the host recovers by reconnecting).
+            _ => self.fatal(Fes::PduSequenceError, 0, e.pdu_type as u8),
+        }
+    }
+}

@@ -1,0 +1,440 @@
+//! Socket-level tests: a small in-test NVMe/TCP initiator (built from the `wire` module) talks
+//! to a target served on 127.0.0.1: ICReq with digests, admin Connect, enable, Identify, an
+//! I/O queue, a write large enough for R2T + several H2CData, read back, errors, and a
+//! malformed PDU that kills only its own connection.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use nvmf_target::bdev::malloc::Malloc;
+use nvmf_target::wire::cqe::Cqe;
+use nvmf_target::wire::fabrics::{ConnectCommand, ConnectData, Nqn, PropertyCommand, PropertySize};
+use nvmf_target::wire::identify::{Cns, IdentifyCommand, IdentifyController};
+use nvmf_target::wire::io::{IoOpcode, RwCommand};
+use nvmf_target::wire::pdu::{
+    CapsuleCmd, Digests, H2CData, IcReq, IcResp, Pdu, PduDecoder, R2t, RxConfig, TxConfig,
+};
+use nvmf_target::wire::registers::offset;
+use nvmf_target::wire::sgl::SglDescriptor;
+use nvmf_target::wire::sqe::Sqe;
+use nvmf_target::wire::status::Status;
+use nvmf_target::{SubsystemConfig, Target, TargetConfig, TargetHandle};
+
+const NQN: &str = "nqn.2016-06.io.spdk:loop";
+const HOSTNQN: &str = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-0000-0000-000000000001";
+const BLOCKS: u64 = 8192; // 4 MiB of 512-byte blocks
+
+/// What the host receives, owned.
+#[derive(Debug)]
+enum Rx {
+    IcResp(IcResp),
+    Resp(Cqe),
+    Data {
+        cccid: u16,
+        datao: u32,
+        data: Vec<u8>,
+    },
+    R2t(R2t),
+    Term {
+        fes: u16,
+    },
+}
+
+struct Host {
+    s: TcpStream,
+    dec: PduDecoder,
+    tx: TxConfig,
+    buf: Vec<u8>,
+    filled: usize,
+    pos: usize,
+}
+
+impl Host {
+    fn connect(addr: SocketAddr, digests: Digests) -> (Self, IcResp) {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut h = Host {
+            s,
+            dec: PduDecoder::new(RxConfig::host()),
+            tx: TxConfig::default(),
+            buf: vec![0; 1 << 16],
+            filled: 0,
+            pos: 0,
+        };
+        h.send(&Pdu::IcReq(IcReq {
+            digests,
+            ..IcReq::default()
+        }));
+        let Rx::IcResp(r) = h.recv() else {
+            panic!("no ICResp")
+        };
+        assert_eq!(r.digests, digests);
+        assert_eq!(r.cpda, 0);
+        assert!(r.maxh2cdata >= 4096 && r.maxh2cdata % 4 == 0);
+        h.tx = TxConfig { digests, pda: 0 };
+        (h, r)
+    }
+
+    fn send(&mut self, p: &Pdu<'_>) {
+        let mut v = vec![0u8; p.wire_len(&self.tx)];
+        p.emit(&mut v, &self.tx).unwrap();
+        self.s.write_all(&v).unwrap();
+    }
+
+    fn send_raw(&mut self, b: &[u8]) {
+        self.s.write_all(b).unwrap();
+    }
+
+    fn recv(&mut self) -> Rx {
+        loop {
+            let used = self.dec.push(&self.buf[self.pos..self.filled]);
+            self.pos += used;
+            match self.dec.poll() {
+                Ok(Some(p)) => {
+                    return match p {
+                        Pdu::IcResp(r) => Rx::IcResp(r),
+                        Pdu::CapsuleResp(r) => Rx::Resp(r.cqe),
+                        Pdu::C2HData(d) => Rx::Data {
+                            cccid: d.cccid,
+                            datao: d.datao,
+                            data: d.data.to_vec(),
+                        },
+                        Pdu::R2T(r) => Rx::R2t(r),
+                        Pdu::TermReq(t) => Rx::Term { fes: t.fes },
+                        other => panic!("unexpected {other}"),
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => panic!("host decode error: {e}"),
+            }
+            if self.pos == self.filled {
+                self.pos = 0;
+                self.filled = 0;
+                let n = self.s.read(&mut self.buf).unwrap();
+                assert!(n > 0, "target closed the connection");
+                self.filled = n;
+            }
+        }
+    }
+
+    fn resp(&mut self) -> Cqe {
+        match self.recv() {
+            Rx::Resp(c) => c,
+            other => panic!("expected CapsuleResp, got {other:?}"),
+        }
+    }
+
+    fn cmd(&mut self, sqe: Sqe, data: &[u8]) -> Cqe {
+        self.send(&Pdu::CapsuleCmd(CapsuleCmd { sqe, data }));
+        self.resp()
+    }
+
+    /// A command returning `len` bytes: C2HData then the CQE.
+    fn cmd_read(&mut self, sqe: Sqe) -> (Vec<u8>, Cqe) {
+        self.send(&Pdu::CapsuleCmd(CapsuleCmd { sqe, data: &[] }));
+        let mut out = Vec::new();
+        loop {
+            match self.recv() {
+                Rx::Data { cccid, datao, data } => {
+                    assert_eq!(cccid, sqe.cid);
+                    assert_eq!(datao as usize, out.len());
+                    out.extend_from_slice(&data);
+                }
+                Rx::Resp(c) => return (out, c),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    fn fabric_connect(&mut self, qid: u16, cntlid: u16, subnqn: &str, hostnqn: &str) -> Cqe {
+        let cmd = ConnectCommand {
+            cid: 1,
+            sgl: SglDescriptor::in_capsule(1024),
+            recfmt: 0,
+            qid,
+            sqsize: if qid == 0 { 31 } else { 127 },
+            cattr: 0,
+            kato_ms: 5000,
+        };
+        let mut data = [0u8; 1024];
+        ConnectData {
+            hostid: [1; 16],
+            cntlid,
+            subnqn: Nqn::new(subnqn).unwrap(),
+            hostnqn: Nqn::new(hostnqn).unwrap(),
+        }
+        .emit(&mut data)
+        .unwrap();
+        self.cmd(cmd.to_sqe(), &data)
+    }
+
+    fn prop_set(&mut self, off: u32, v: u64) -> Cqe {
+        let p = PropertyCommand {
+            cid: 2,
+            size: PropertySize::Four,
+            offset: off,
+            value: Some(v),
+        };
+        self.cmd(p.to_sqe(), &[])
+    }
+
+    fn prop_get(&mut self, off: u32, size: PropertySize) -> u64 {
+        let p = PropertyCommand {
+            cid: 3,
+            size,
+            offset: off,
+            value: None,
+        };
+        let c = self.cmd(p.to_sqe(), &[]);
+        assert!(c.status.is_success());
+        u64::from(c.dw0) | (u64::from(c.dw1) << 32)
+    }
+}
+
+fn start() -> (TargetHandle, SocketAddr) {
+    let mut t = Target::new(TargetConfig::default());
+    t.add_subsystem(
+        SubsystemConfig::new(NQN)
+            .allow_any_host(false)
+            .host(HOSTNQN),
+    )
+    .unwrap();
+    t.add_namespace(
+        NQN,
+        1,
+        Box::new(Malloc::new("m0", BLOCKS, 512, [9; 16]).unwrap()),
+    )
+    .unwrap();
+    let addr = t.listen("127.0.0.1:0").unwrap();
+    (t.spawn().unwrap(), addr)
+}
+
+/// Admin queue up to enabled; returns the host and CNTLID.
+fn admin(addr: SocketAddr, digests: Digests) -> (Host, u16) {
+    let (mut h, _) = Host::connect(addr, digests);
+    let c = h.fabric_connect(0, 0xFFFF, NQN, HOSTNQN);
+    assert!(c.status.is_success(), "{c}");
+    let cntlid = c.dw0 as u16;
+    let cap = h.prop_get(offset::CAP, PropertySize::Eight);
+    assert_eq!(cap & 0xFFFF, 127, "MQES");
+    assert!(h.prop_set(offset::CC, 0x0046_0000).status.is_success());
+    assert!(h.prop_set(offset::CC, 0x0046_0001).status.is_success());
+    assert_eq!(h.prop_get(offset::CSTS, PropertySize::Four) & 1, 1, "RDY");
+    (h, cntlid)
+}
+
+#[test]
+fn connect_identify_write_with_r2t_read_back_digests_on() {
+    let (target, addr) = start();
+    let (mut a, cntlid) = admin(addr, Digests::BOTH);
+
+    let id = IdentifyCommand {
+        nsid: 0,
+        cns: Cns::Controller,
+        cntid: 0,
+        cnssid: 0,
+        csi: 0,
+        uuid_index: 0,
+        data_len: 4096,
+    };
+    let (data, c) = a.cmd_read(id.to_sqe(4));
+    assert!(c.status.is_success());
+    let idc = IdentifyController::parse(&data).unwrap();
+    assert!(
+        idc.linux_host_problems(cntlid).is_empty(),
+        "{:?}",
+        idc.linux_host_problems(cntlid)
+    );
+
+    // Number of queues: one I/O queue.
+    let mut sf = Sqe::new(0x09, 5, 0);
+    sf.cdw10 = 0x07;
+    let c = a.cmd(sf, &[]);
+    assert!(c.status.is_success());
+
+    let (mut q, ic) = Host::connect(addr, Digests::BOTH);
+    let c = q.fabric_connect(1, cntlid, NQN, HOSTNQN);
+    assert!(c.status.is_success(), "{c}");
+
+    // A 512 KiB write: R2T for all of it, sent as several H2CData PDUs.
+    let len = 512 * 1024usize;
+    let payload: Vec<u8> = (0..len).map(|i| (i * 7 + i / 512) as u8).collect();
+    let w = RwCommand::new(
+        IoOpcode::Write,
+        0x10,
+        1,
+        100,
+        (len / 512) as u32,
+        SglDescriptor::transport(len as u32),
+    );
+    q.send(&Pdu::CapsuleCmd(CapsuleCmd {
+        sqe: w.to_sqe(),
+        data: &[],
+    }));
+    let Rx::R2t(r2t) = q.recv() else {
+        panic!("no R2T")
+    };
+    assert_eq!((r2t.cccid, r2t.r2to, r2t.r2tl), (0x10, 0, len as u32));
+    let chunk = ic.maxh2cdata as usize;
+    let mut off = 0;
+    while off < len {
+        let n = chunk.min(len - off);
+        q.send(&Pdu::H2CData(H2CData {
+            cccid: 0x10,
+            ttag: r2t.ttag,
+            datao: off as u32,
+            last: off + n == len,
+            data: &payload[off..off + n],
+        }));
+        off += n;
+    }
+    let c = q.resp();
+    assert!(c.status.is_success(), "{c}");
+
+    // A small in-capsule write.
+    let small = [0xA5u8; 1024];
+    let w2 = RwCommand::new(
+        IoOpcode::Write,
+        0x11,
+        1,
+        4000,
+        2,
+        SglDescriptor::in_capsule(1024),
+    );
+    assert!(q.cmd(w2.to_sqe(), &small).status.is_success());
+
+    // Read back.
+    let r = RwCommand::new(
+        IoOpcode::Read,
+        0x12,
+        1,
+        100,
+        (len / 512) as u32,
+        SglDescriptor::transport(len as u32),
+    );
+    let (back, c) = q.cmd_read(r.to_sqe());
+    assert!(c.status.is_success());
+    assert!(back == payload, "read back differs");
+    let r = RwCommand::new(
+        IoOpcode::Read,
+        0x13,
+        1,
+        4000,
+        2,
+        SglDescriptor::transport(1024),
+    );
+    let (back, _) = q.cmd_read(r.to_sqe());
+    assert_eq!(back, small);
+
+    // A write beyond the namespace fails before any R2T.
+    let bad = RwCommand::new(
+        IoOpcode::Write,
+        0x14,
+        1,
+        BLOCKS - 1,
+        8,
+        SglDescriptor::transport(4096),
+    );
+    let c = q.cmd(bad.to_sqe(), &[]);
+    assert_eq!(c.status.status, Status::LBA_OUT_OF_RANGE);
+    assert!(c.status.dnr);
+
+    // A malformed PDU on a third connection kills only that one.
+    let (mut evil, _) = Host::connect(addr, Digests::NONE);
+    evil.send_raw(&[0x04, 0, 72, 0, 0xFF, 0xFF, 0xFF, 0x7F]); // CapsuleCmd with absurd PLEN
+    match evil.recv() {
+        Rx::Term { fes } => assert_eq!(fes, 0x05, "Data Transfer Limit Exceeded"),
+        other => panic!("expected C2HTermReq, got {other:?}"),
+    }
+    let r = RwCommand::new(
+        IoOpcode::Read,
+        0x15,
+        1,
+        4000,
+        2,
+        SglDescriptor::transport(1024),
+    );
+    let (back, c) = q.cmd_read(r.to_sqe());
+    assert!(c.status.is_success());
+    assert_eq!(back, small);
+
+    // What the target holds.
+    let held = target
+        .with_state(|s| {
+            let mut b = vec![0u8; 512 * 1024];
+            s.namespace_bdev_mut(NQN, 1)
+                .unwrap()
+                .read(100, &mut b)
+                .unwrap();
+            b
+        })
+        .unwrap();
+    assert!(held == payload);
+    drop(q);
+    drop(a);
+    target.stop().unwrap();
+}
+
+#[test]
+fn host_not_allowed_and_unknown_subsystem_are_refused() {
+    let (_target, addr) = start();
+    let (mut h, _) = Host::connect(addr, Digests::NONE);
+    let c = h.fabric_connect(0, 0xFFFF, NQN, "nqn.2014-08.org.nvmexpress:uuid:intruder");
+    assert_eq!(c.status.status, Status::CONNECT_INVALID_HOST);
+    assert!(c.status.dnr);
+    assert_eq!(c.dw0, (1 << 16) | 512, "IATTR 1, IPO 512");
+    let (mut h, _) = Host::connect(addr, Digests::NONE);
+    let c = h.fabric_connect(0, 0xFFFF, "nqn.2016-06.io.spdk:nope", HOSTNQN);
+    assert_eq!(c.status.status, Status::CONNECT_INVALID_PARAMETERS);
+    assert_eq!(c.dw0, (1 << 16) | 256);
+}
+
+#[test]
+fn queue_depth_128_of_outstanding_writes() {
+    let (_target, addr) = start();
+    let (mut a, cntlid) = admin(addr, Digests::NONE);
+    let mut sf = Sqe::new(0x09, 5, 0);
+    sf.cdw10 = 0x07;
+    assert!(a.cmd(sf, &[]).status.is_success());
+    let (mut q, _) = Host::connect(addr, Digests::NONE);
+    assert!(q
+        .fabric_connect(1, cntlid, NQN, HOSTNQN)
+        .status
+        .is_success());
+    // 127 writes (SQSIZE) outstanding at once, each waiting for its R2T.
+    for cid in 0..127u16 {
+        let w = RwCommand::new(
+            IoOpcode::Write,
+            cid,
+            1,
+            u64::from(cid) * 16,
+            16,
+            SglDescriptor::transport(8192),
+        );
+        q.send(&Pdu::CapsuleCmd(CapsuleCmd {
+            sqe: w.to_sqe(),
+            data: &[],
+        }));
+    }
+    let mut r2ts = Vec::new();
+    for _ in 0..127 {
+        let Rx::R2t(r) = q.recv() else {
+            panic!("no R2T")
+        };
+        r2ts.push(r);
+    }
+    for r in r2ts.iter().rev() {
+        let data = vec![r.cccid as u8; 8192];
+        q.send(&Pdu::H2CData(H2CData {
+            cccid: r.cccid,
+            ttag: r.ttag,
+            datao: 0,
+            last: true,
+            data: &data,
+        }));
+    }
+    for _ in 0..127 {
+        assert!(q.resp().status.is_success());
+    }
+}
