@@ -1,4 +1,5 @@
-//! Runs our multi-call `thin` binary the way users do: as `thin_check …` through a symlink.
+//! Runs our binaries the way users do: the multi-call `thin` as `thin_check …` through a
+//! symlink, and the `nvmf-target` daemon.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -9,30 +10,39 @@ use crate::debian::ToolOutput;
 /// brought up to date) once per test process with the cargo that runs the tests.
 pub fn thin_bin() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| bin("thin-tools", "thin")).clone()
+}
+
+/// The `nvmf-target` daemon binary, built like [`thin_bin`].
+pub fn target_bin() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
-        .get_or_init(|| {
-            let exe = std::env::current_exe().expect("test executable path");
-            let dir = exe
-                .parent()
-                .and_then(|d| d.parent())
-                .expect("target/<profile> directory");
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let mut cmd = Command::new(cargo);
-            cmd.args(["build", "--quiet", "-p", "thin-tools", "--bin", "thin"]);
-            if dir.file_name().is_some_and(|n| n == "release") {
-                cmd.arg("--release");
-            }
-            let status = cmd.status().expect("run cargo build for the thin binary");
-            assert!(status.success(), "cargo build -p thin-tools failed");
-            let bin = dir.join("thin");
-            assert!(
-                bin.is_file(),
-                "{} is missing after cargo build",
-                bin.display()
-            );
-            bin
-        })
+        .get_or_init(|| bin("nvmf-target", "nvmf-target"))
         .clone()
+}
+
+/// Builds binary `name` of `package` with the running test's profile and returns its path.
+fn bin(package: &str, name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target/<profile> directory");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "-p", package, "--bin", name]);
+    if dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().expect("run cargo build");
+    assert!(status.success(), "cargo build -p {package} failed");
+    let bin = dir.join(name);
+    assert!(
+        bin.is_file(),
+        "{} is missing after cargo build",
+        bin.display()
+    );
+    bin
 }
 
 /// A directory of `thin_*` symlinks to the binary, so tools run under their own names.
