@@ -115,7 +115,8 @@ struct Checker<'a, D: BlockDevice> {
     nr_meta: u64,
     nr_data: u64,
     meta_expected: Vec<u32>,
-    data_expected: Vec<u8>,
+    /// Expected data counts, 2 bits per block (3 = 3 or more; the excess in the overflow).
+    data_expected: Vec<u64>,
     data_overflow: HashMap<u64, u32>,
     /// Whether data references are counted (not for `--metadata-snap`).
     count_data: bool,
@@ -176,20 +177,21 @@ impl<'a, D: BlockDevice> Checker<'a, D> {
         if !self.count_data {
             return;
         }
-        let c = &mut self.data_expected[b as usize];
-        if *c == u8::MAX {
+        let (w, shift) = ((b / 32) as usize, 2 * (b % 32));
+        let c = (self.data_expected[w] >> shift) & 3;
+        if c == 3 {
             *self.data_overflow.entry(b).or_insert(0) += 1;
         } else {
-            *c += 1;
+            self.data_expected[w] += 1 << shift;
         }
     }
 
     fn data_expected(&self, b: u64) -> u32 {
-        let c = self.data_expected[b as usize];
-        if c == u8::MAX {
-            u32::from(c) + self.data_overflow.get(&b).copied().unwrap_or(0)
+        let c = ((self.data_expected[(b / 32) as usize] >> (2 * (b % 32))) & 3) as u32;
+        if c == 3 {
+            c + self.data_overflow.get(&b).copied().unwrap_or(0)
         } else {
-            u32::from(c)
+            c
         }
     }
 
@@ -607,9 +609,8 @@ impl<'a, D: BlockDevice> Checker<'a, D> {
                             .iter()
                             .all(|&c| c == 0)
                     } else {
-                        self.data_expected[b as usize..b as usize + 32]
-                            .iter()
-                            .all(|&c| c == 0)
+                        // Bitmaps start at multiples of 16320, itself a multiple of 32.
+                        self.data_expected[(b / 32) as usize] == 0
                     };
                     if none_expected {
                         free += 32;
@@ -784,7 +785,7 @@ pub fn check<D: BlockDevice>(dev: &mut D, opts: &CheckOptions) -> CheckReport {
         nr_meta,
         nr_data,
         meta_expected: vec![0u32; nr_meta as usize],
-        data_expected: vec![0u8; data_table],
+        data_expected: vec![0u64; data_table.div_ceil(32)],
         count_data: !(opts.skip_mappings || opts.metadata_snap),
         data_overflow: HashMap::new(),
         memo: HashMap::new(),
