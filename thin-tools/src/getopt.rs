@@ -79,7 +79,13 @@ pub fn parse(args: &[String], shorts: &str, longs: &[Long]) -> Parsed {
                 p.items.push(Item::Bad(if cands.is_empty() {
                     format!("unrecognized option '--{name}'")
                 } else {
-                    format!("option '--{name}' is ambiguous")
+                    // glibc lists the candidates in option-table order.
+                    let list: Vec<String> =
+                        cands.iter().map(|c| format!("'--{}'", c.name)).collect();
+                    format!(
+                        "option '--{name}' is ambiguous; possibilities: {}",
+                        list.join(" ")
+                    )
                 }));
                 continue;
             };
@@ -156,6 +162,42 @@ pub fn strings(args: &[std::ffi::OsString]) -> (String, Vec<String>) {
     (prog, rest)
 }
 
+/// `boost::lexical_cast<uint64_t>` rules: optional sign (a minus wraps), then digits only.
+pub fn lexical_u64(s: &str) -> Option<u64> {
+    let (neg, digits) = match s.as_bytes().first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let v: u64 = digits.parse().ok()?;
+    Some(if neg { v.wrapping_neg() } else { v })
+}
+
+/// C `strtoull(s, &end, 10)` with the check "at least one digit was read": leading white
+/// space and a sign are skipped (a minus wraps), trailing junk is ignored, overflow gives
+/// `u64::MAX`.
+pub fn strtoull(s: &str) -> Option<u64> {
+    let t = s.trim_start_matches([' ', '\t', '\n', '\r', '\x0b', '\x0c']);
+    let (neg, t) = match t.as_bytes().first() {
+        Some(b'-') => (true, &t[1..]),
+        Some(b'+') => (false, &t[1..]),
+        _ => (false, t),
+    };
+    let n = t.bytes().take_while(u8::is_ascii_digit).count();
+    if n == 0 {
+        return None;
+    }
+    let v = t[..n].parse::<u64>().unwrap_or(u64::MAX);
+    Some(if neg && v != u64::MAX {
+        v.wrapping_neg()
+    } else {
+        v
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,5 +251,49 @@ mod tests {
         let p = parse(&s(&["-x", "--nope", "--verbose=1", "--region"]), "h", LONGS);
         assert_eq!(p.items.len(), 4);
         assert!(p.items.iter().all(|i| matches!(i, Item::Bad(_))));
+    }
+
+    #[test]
+    fn ambiguous_abbreviations_list_candidates_in_table_order() {
+        const L: &[Long] = &[
+            Long {
+                name: "super-block-only",
+                arg: Arg::No,
+                id: '1',
+            },
+            Long {
+                name: "skip-mappings",
+                arg: Arg::No,
+                id: '2',
+            },
+        ];
+        let p = parse(&s(&["--s", "--sk"]), "", L);
+        assert_eq!(
+            p.items,
+            vec![
+                Item::Bad(
+                    "option '--s' is ambiguous; possibilities: '--super-block-only' '--skip-mappings'"
+                        .into()
+                ),
+                Item::Opt('2', None),
+            ]
+        );
+    }
+
+    #[test]
+    fn number_parsers_follow_boost_and_strtoull() {
+        assert_eq!(lexical_u64("5"), Some(5));
+        assert_eq!(lexical_u64("+5"), Some(5));
+        assert_eq!(lexical_u64("-1"), Some(u64::MAX));
+        for bad in ["", " 5", "1x", "x", "-", "99999999999999999999"] {
+            assert_eq!(lexical_u64(bad), None, "{bad:?}");
+        }
+        assert_eq!(strtoull("1x"), Some(1));
+        assert_eq!(strtoull(" 7"), Some(7));
+        assert_eq!(strtoull("-1"), Some(u64::MAX));
+        assert_eq!(strtoull("99999999999999999999"), Some(u64::MAX));
+        for bad in ["", "x", "-", " "] {
+            assert_eq!(strtoull(bad), None, "{bad:?}");
+        }
     }
 }

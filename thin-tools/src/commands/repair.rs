@@ -4,38 +4,68 @@
 //! Options and exit codes are Debian 0.9's: 0 on success, 1 on any failure (usage errors
 //! included). OUT must exist (a block device or a file large enough); like 0.9 it may hold
 //! anything, valid metadata included — it is overwritten. Unlike 0.9, IN and OUT may not be
-//! the same file: the salvage reads IN while OUT is being written.
+//! the same file: the salvage reads IN while OUT is being written. The command line is
+//! parsed with GNU `getopt_long` rules ([`crate::getopt`]); usage errors print 0.9's
+//! messages and usage text.
 
 use std::ffi::OsString;
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::Parser;
 use thin_core::file::FileDevice;
 use thin_core::thin::repair::{repair, RepairOptions, RepairReport};
 
-#[derive(Parser, Debug)]
-#[command(name = "thin_repair", version = "0.9.0", disable_version_flag = true)]
+use crate::getopt::{self, Arg, Item, Long};
+use crate::meta_open;
+
+/// The parsed command line.
+#[derive(Debug, Default)]
 struct Args {
-    /// Input metadata (binary format).
-    #[arg(short = 'i', long = "input")]
     input: Option<PathBuf>,
-    /// Output metadata (binary format).
-    #[arg(short = 'o', long = "output")]
     output: Option<PathBuf>,
-    /// Transaction id (required if the input superblock is damaged).
-    #[arg(long = "transaction-id")]
     transaction_id: Option<u64>,
-    /// Data block size in sectors (required if the input superblock is damaged).
-    #[arg(long = "data-block-size")]
     data_block_size: Option<u32>,
-    /// Number of data blocks (required if the input superblock is damaged).
-    #[arg(long = "nr-data-blocks")]
     nr_data_blocks: Option<u64>,
-    /// Print the version.
-    #[arg(short = 'V', long = "version")]
-    version: bool,
 }
+
+const LONGS: &[Long] = &[
+    Long {
+        name: "help",
+        arg: Arg::No,
+        id: 'h',
+    },
+    Long {
+        name: "input",
+        arg: Arg::Required,
+        id: 'i',
+    },
+    Long {
+        name: "output",
+        arg: Arg::Required,
+        id: 'o',
+    },
+    Long {
+        name: "transaction-id",
+        arg: Arg::Required,
+        id: '1',
+    },
+    Long {
+        name: "data-block-size",
+        arg: Arg::Required,
+        id: '2',
+    },
+    Long {
+        name: "nr-data-blocks",
+        arg: Arg::Required,
+        id: '3',
+    },
+    Long {
+        name: "version",
+        arg: Arg::No,
+        id: 'V',
+    },
+];
 
 const USAGE: &str = "Usage: thin_repair [options] {device|file}
 Options:
@@ -117,32 +147,71 @@ fn print_report(r: &RepairReport) {
 }
 
 /// Runs the tool.
-pub fn run(args: Vec<OsString>) -> ExitCode {
-    let args = match Args::try_parse_from(&args) {
-        Ok(a) => a,
-        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("{}", e.render());
-            return fail(USAGE);
-        }
+pub fn run(argv: Vec<OsString>) -> ExitCode {
+    let (prog, rest) = getopt::strings(&argv);
+    let parsed = getopt::parse(&rest, "hi:o:V", LONGS);
+    let mut args = Args::default();
+    let bad = |what: &str, v: &str| {
+        eprintln!("Couldn't parse {what}: '{v}'");
+        fail(USAGE)
     };
-    if args.version {
-        println!("0.9.0");
-        return ExitCode::SUCCESS;
+    for item in parsed.items {
+        match item {
+            Item::Opt('h', _) => {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            Item::Opt('V', _) => {
+                println!("{}", meta_open::VERSION);
+                return ExitCode::SUCCESS;
+            }
+            Item::Opt('i', v) => args.input = v.map(PathBuf::from),
+            Item::Opt('o', v) => args.output = v.map(PathBuf::from),
+            Item::Opt('1', v) => {
+                let v = v.unwrap_or_default();
+                match getopt::lexical_u64(&v) {
+                    Some(n) => args.transaction_id = Some(n),
+                    None => return bad("transaction id", &v),
+                }
+            }
+            Item::Opt('2', v) => {
+                let v = v.unwrap_or_default();
+                match getopt::lexical_u64(&v).and_then(|n| u32::try_from(n).ok()) {
+                    Some(n) => args.data_block_size = Some(n),
+                    None => return bad("data block size", &v),
+                }
+            }
+            Item::Opt('3', v) => {
+                let v = v.unwrap_or_default();
+                match getopt::lexical_u64(&v) {
+                    Some(n) => args.nr_data_blocks = Some(n),
+                    None => return bad("nr data blocks", &v),
+                }
+            }
+            Item::Opt(..) => {}
+            Item::Bad(msg) => {
+                eprintln!("{prog}: {msg}");
+                return fail(USAGE);
+            }
+        }
     }
     let Some(input) = args.input else {
         eprintln!("no input file provided");
         return fail(USAGE);
     };
     let Some(output) = args.output else {
-        eprintln!("no output file provided");
+        eprintln!("No output file provided.");
         return fail(USAGE);
     };
     if !output.exists() {
         return fail(NO_OUTPUT);
+    }
+    match std::fs::metadata(&input) {
+        Err(_) => return fail("Couldn't stat file"),
+        Ok(m) if !(m.file_type().is_file() || m.file_type().is_block_device()) => {
+            return fail("bad path")
+        }
+        Ok(_) => {}
     }
     if same_file(&input, &output) {
         return fail(

@@ -4,52 +4,179 @@
 //! Builds fresh metadata from XML (trees built bottom-up). The output must exist (a file or
 //! device; its size is the metadata size). Unlike Debian's 0.9, output that already holds
 //! valid metadata is refused unless `--force` is given: restoring over a live pool's
-//! metadata is an easy way to lose it.
+//! metadata is an easy way to lose it. (`--force` is not in the usage text, which is 0.9's
+//! byte for byte; the refusal message names it.)
+//!
+//! Command line, usage text, `-h`/`-V`, usage errors, the checks of the input and output
+//! paths (output first, as 0.9) and exit codes as Debian's 0.9 (GNU `getopt_long` rules, see
+//! [`crate::getopt`]; numbers read like `boost::lexical_cast`). A progress bar is drawn on
+//! stderr when it is a terminal, unless `-q`.
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{BufReader, IsTerminal, Read};
-use std::path::PathBuf;
+use std::io::{BufReader, IsTerminal, Read, Write};
+use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Result};
-use clap::Parser;
 use thin_core::file::FileDevice;
 use thin_core::thin::pool::read_superblock;
 use thin_core::thin::restore::{RestoreHeader, Restorer};
 use thin_core::thin::DeviceDetails;
 
+use crate::getopt::{self, Arg, Item, Long};
 use crate::ir::{Device, Map, MetadataVisitor, Superblock, Visit};
+use crate::meta_open;
 use crate::xml::parse_xml;
 
-#[derive(Parser, Debug)]
-#[command(
-    name = "thin_restore",
-    version,
-    about = "Build thin-pool metadata from XML"
-)]
-struct Args {
-    /// Input XML.
-    #[arg(short = 'i', long = "input")]
-    input: Option<PathBuf>,
-    /// Output metadata device or file (must exist).
-    #[arg(short = 'o', long = "output")]
-    output: Option<PathBuf>,
-    /// Override the transaction id.
-    #[arg(long = "transaction-id")]
-    transaction_id: Option<u64>,
-    /// Override the data block size (sectors).
-    #[arg(long = "data-block-size")]
-    data_block_size: Option<u32>,
-    /// Override the number of data blocks.
-    #[arg(long = "nr-data-blocks")]
-    nr_data_blocks: Option<u64>,
-    /// No progress output.
-    #[arg(short = 'q', long = "quiet")]
-    quiet: bool,
+fn usage(prog: &str, w: &mut dyn Write) {
+    let _ = writeln!(
+        w,
+        "Usage: {prog} [options]\n\
+         Options:\n  {{-h|--help}}\n  {{-i|--input}} <input xml file>\n  \
+         {{-o|--output}} <output device or file>\n  {{--transaction-id}} <natural>\n  \
+         {{--data-block-size}} <natural>\n  {{--nr-data-blocks}} <natural>\n  \
+         {{-q|--quiet}}\n  {{-V|--version}}"
+    );
+}
+
+const NO_OUTPUT: &str = "Output file does not exist.
+
+The output file should either be a block device,
+or an existing file.  The file needs to be large
+enough to hold the metadata.";
+
+/// The parsed command line.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Args {
+    pub input: String,
+    pub output: String,
+    pub transaction_id: Option<u64>,
+    pub data_block_size: Option<u32>,
+    pub nr_data_blocks: Option<u64>,
+    pub quiet: bool,
     /// Overwrite output that already holds valid metadata.
-    #[arg(long = "force")]
-    force: bool,
+    pub force: bool,
+}
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parse {
+    /// Restore with these arguments.
+    Run(Args),
+    /// Print this to stdout and exit 0 (`-h`, `-V`).
+    Out(String),
+    /// Print this to stderr and exit 1.
+    Fail(String),
+}
+
+const LONGS: &[Long] = &[
+    Long {
+        name: "help",
+        arg: Arg::No,
+        id: 'h',
+    },
+    Long {
+        name: "input",
+        arg: Arg::Required,
+        id: 'i',
+    },
+    Long {
+        name: "output",
+        arg: Arg::Required,
+        id: 'o',
+    },
+    Long {
+        name: "transaction-id",
+        arg: Arg::Required,
+        id: '1',
+    },
+    Long {
+        name: "data-block-size",
+        arg: Arg::Required,
+        id: '2',
+    },
+    Long {
+        name: "nr-data-blocks",
+        arg: Arg::Required,
+        id: '3',
+    },
+    Long {
+        name: "quiet",
+        arg: Arg::No,
+        id: 'q',
+    },
+    Long {
+        name: "version",
+        arg: Arg::No,
+        id: 'V',
+    },
+    Long {
+        name: "force",
+        arg: Arg::No,
+        id: 'F',
+    },
+];
+
+/// Parses argv (with argv[0]) the way 0.9's thin_restore does, options acted on in order.
+pub fn parse_args(args: &[OsString]) -> Parse {
+    let (prog, rest) = getopt::strings(args);
+    let parsed = getopt::parse(&rest, "hi:o:qV", LONGS);
+    let usage_s = || {
+        let mut v = Vec::new();
+        usage(&prog, &mut v);
+        String::from_utf8_lossy(&v).into_owned()
+    };
+    let bad =
+        |what: &str, v: &str| Parse::Fail(format!("Couldn't parse {what}: '{v}'\n{}", usage_s()));
+    let (mut input, mut output) = (None, None);
+    let mut a = Args::default();
+    for item in parsed.items {
+        match item {
+            Item::Opt('h', _) => return Parse::Out(usage_s()),
+            Item::Opt('V', _) => return Parse::Out(format!("{}\n", meta_open::VERSION)),
+            Item::Opt('i', v) => input = v,
+            Item::Opt('o', v) => output = v,
+            Item::Opt('q', _) => a.quiet = true,
+            Item::Opt('F', _) => a.force = true,
+            Item::Opt('1', v) => {
+                let v = v.unwrap_or_default();
+                match getopt::lexical_u64(&v) {
+                    Some(n) => a.transaction_id = Some(n),
+                    None => return bad("transaction id", &v),
+                }
+            }
+            Item::Opt('2', v) => {
+                let v = v.unwrap_or_default();
+                match getopt::lexical_u64(&v).and_then(|n| u32::try_from(n).ok()) {
+                    Some(n) => a.data_block_size = Some(n),
+                    None => return bad("data block size", &v),
+                }
+            }
+            Item::Opt('3', v) => {
+                let v = v.unwrap_or_default();
+                match getopt::lexical_u64(&v) {
+                    Some(n) => a.nr_data_blocks = Some(n),
+                    None => return bad("nr data blocks", &v),
+                }
+            }
+            Item::Opt(..) => {}
+            Item::Bad(msg) => return Parse::Fail(format!("{prog}: {msg}\n{}", usage_s())),
+        }
+    }
+    if !parsed.operands.is_empty() {
+        return Parse::Fail(usage_s());
+    }
+    let Some(input) = input else {
+        return Parse::Fail(format!("No input file provided.\n\n{}", usage_s()));
+    };
+    let Some(output) = output else {
+        return Parse::Fail(format!("No output file provided.\n\n{}", usage_s()));
+    };
+    a.input = input;
+    a.output = output;
+    Parse::Run(a)
 }
 
 struct Feed<'a> {
@@ -142,14 +269,20 @@ impl<R: Read> Read for Progress<R> {
 }
 
 fn go(a: &Args) -> Result<()> {
-    let input = a
-        .input
-        .as_ref()
-        .ok_or_else(|| anyhow!("No input file provided."))?;
-    let output = a
-        .output
-        .as_ref()
-        .ok_or_else(|| anyhow!("No output file provided."))?;
+    // 0.9 checks the output path first, then the input.
+    match std::fs::metadata(&a.output) {
+        Err(_) => bail!("{NO_OUTPUT}"),
+        Ok(m) if !(m.file_type().is_file() || m.file_type().is_block_device()) => {
+            bail!("bad path")
+        }
+        Ok(_) => {}
+    }
+    match std::fs::metadata(&a.input) {
+        Err(_) => bail!("Couldn't stat file"),
+        Ok(m) if !m.file_type().is_file() => bail!("Not a regular file"),
+        Ok(_) => {}
+    }
+    let (input, output) = (Path::new(&a.input), Path::new(&a.output));
     let file = File::open(input).map_err(|e| anyhow!("{}: {e}", input.display()))?;
     let mut dev = FileDevice::open(output).map_err(|e| anyhow!("{}: {e}", output.display()))?;
     if !a.force && read_superblock(&mut dev).is_ok() {
@@ -174,30 +307,136 @@ fn go(a: &Args) -> Result<()> {
         args: a,
         r: None,
     };
-    parse_xml(reader, &mut feed).map_err(|e| anyhow!("{}: {e}", input.display()))?;
+    let parsed = parse_xml(reader, &mut feed);
     if let Some(b) = bar {
         b.finish_and_clear();
     }
+    parsed.map_err(|e| anyhow!("{}: {e}", input.display()))?;
     if feed.out.is_some() {
         bail!("{}: no <superblock> in the input", input.display());
     }
     Ok(())
 }
 
-/// Runs the tool.
-pub fn run(args: Vec<OsString>) -> ExitCode {
-    let a = match Args::try_parse_from(args) {
-        Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
+/// Runs the tool with explicit output streams; returns the exit code. The progress bar, when
+/// shown, goes to the process's stderr (only when that is a terminal).
+pub fn run_with(args: &[OsString], out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let a = match parse_args(args) {
+        Parse::Run(a) => a,
+        Parse::Out(s) => {
+            let _ = out.write_all(s.as_bytes());
+            return 0;
+        }
+        Parse::Fail(s) => {
+            let _ = err.write_all(s.as_bytes());
+            return 1;
         }
     };
     match go(&a) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => 0,
         Err(e) => {
-            eprintln!("{e:#}");
-            ExitCode::from(1)
+            let _ = writeln!(err, "{e:#}");
+            1
         }
+    }
+}
+
+/// Runs the tool.
+pub fn run(args: Vec<OsString>) -> ExitCode {
+    let stdout = std::io::stdout();
+    let stderr = std::io::stderr();
+    ExitCode::from(run_with(&args, &mut stdout.lock(), &mut stderr.lock()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Parse {
+        let argv: Vec<OsString> = std::iter::once("thin_restore")
+            .chain(args.iter().copied())
+            .map(OsString::from)
+            .collect();
+        parse_args(&argv)
+    }
+
+    fn fail_text(args: &[&str]) -> String {
+        match p(args) {
+            Parse::Fail(s) => s,
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn options_and_abbreviations() {
+        let Parse::Run(a) = p(&[
+            "--i", "x.xml", "-om", "--tr", "+7", "--d=128", "--n", "-1", "--qu", "--force",
+        ]) else {
+            panic!()
+        };
+        assert_eq!(
+            a,
+            Args {
+                input: "x.xml".into(),
+                output: "m".into(),
+                transaction_id: Some(7),
+                data_block_size: Some(128),
+                nr_data_blocks: Some(u64::MAX),
+                quiet: true,
+                force: true,
+            }
+        );
+    }
+
+    #[test]
+    fn errors_like_0_9() {
+        let usage = match p(&["--help"]) {
+            Parse::Out(u) => u,
+            other => panic!("{other:?}"),
+        };
+        assert!(usage.starts_with("Usage: thin_restore [options]\nOptions:\n  {-h|--help}\n"));
+        assert!(!usage.contains("force"));
+        assert_eq!(p(&["-V"]), Parse::Out("0.9.0\n".into()));
+        assert_eq!(
+            fail_text(&["-o", "m"]),
+            format!("No input file provided.\n\n{usage}")
+        );
+        assert_eq!(
+            fail_text(&["-i", "x"]),
+            format!("No output file provided.\n\n{usage}")
+        );
+        assert_eq!(fail_text(&["-i", "x", "-o", "m", "extra"]), usage);
+        assert_eq!(
+            fail_text(&["-i", "x", "-o", "m", "--transaction-id", " 5"]),
+            format!("Couldn't parse transaction id: ' 5'\n{usage}")
+        );
+        assert!(fail_text(&["--data-block-size", "1x"])
+            .starts_with("Couldn't parse data block size: '1x'\n"));
+        assert!(
+            fail_text(&["--nr-data-blocks", ""]).starts_with("Couldn't parse nr data blocks: ''\n")
+        );
+        assert_eq!(
+            fail_text(&["-x"]),
+            format!("thin_restore: invalid option -- 'x'\n{usage}")
+        );
+    }
+
+    #[test]
+    fn run_with_checks_output_then_input() {
+        let run = |v: &[&str]| {
+            let argv: Vec<OsString> = v.iter().map(OsString::from).collect();
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            let code = run_with(&argv, &mut out, &mut err);
+            assert!(out.is_empty());
+            (code, String::from_utf8(err).unwrap())
+        };
+        let (code, err) = run(&["thin_restore", "-i", "/nonexistent", "-o", "/nonexistent"]);
+        assert_eq!((code, err), (1, format!("{NO_OUTPUT}\n")));
+        let dir = std::env::temp_dir();
+        let d = dir.to_str().unwrap();
+        assert_eq!(
+            run(&["thin_restore", "-i", "/nonexistent", "-o", d]),
+            (1, "bad path\n".to_string())
+        );
     }
 }
