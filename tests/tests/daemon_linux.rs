@@ -2,7 +2,8 @@
 //! first start creates the pool; the guest writes, flushes and discards; the daemon is then
 //! killed with SIGKILL (no clean shutdown) and restarted on the same data folder; a second
 //! guest reads everything it flushed back, and the discarded range as zeroes. Afterwards the
-//! metadata passes Debian's `thin_check` and ours, and `thin_dump` shows the volume's mappings.
+//! metadata passes Debian's `thin_check` and ours, `thin_dump` shows the volume's mappings, and
+//! the Linux kernel's own dm-thin, given the pool's files as disks, reads the same bytes.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
