@@ -438,3 +438,78 @@ fn queue_depth_128_of_outstanding_writes() {
         assert!(q.resp().status.is_success());
     }
 }
+
+/// Hostile peers: an unknown PDU type, a corrupted header digest, a PDU that is not ICReq
+/// first, and a connection dropped mid-command each end only their own connection (with a
+/// C2HTermReq where the spec asks for one); a well-behaved host keeps working throughout.
+#[test]
+fn hostile_pdus_kill_only_their_own_connection() {
+    let (target, addr) = start();
+    let (mut good, _) = admin(addr, Digests::NONE);
+    let identify = IdentifyCommand {
+        nsid: 0,
+        cns: Cns::Controller,
+        cntid: 0,
+        cnssid: 0,
+        csi: 0,
+        uuid_index: 0,
+        data_len: 4096,
+    };
+    let identify_ok = |h: &mut Host| {
+        let (data, c) = h.cmd_read(identify.to_sqe(77));
+        assert!(c.status.is_success(), "{c}");
+        assert_eq!(data.len(), 4096);
+    };
+    identify_ok(&mut good);
+
+    // Unknown PDU type after a proper ICReq.
+    let (mut evil, _) = Host::connect(addr, Digests::NONE);
+    evil.send_raw(&[0x7e, 0, 8, 0, 8, 0, 0, 0]);
+    match evil.recv() {
+        Rx::Term { fes } => assert_eq!(fes, 0x01, "Invalid Header Field"),
+        other => panic!("expected C2HTermReq, got {other:?}"),
+    }
+    identify_ok(&mut good);
+
+    // A header digest that does not match (digests negotiated on).
+    let (mut evil, _) = Host::connect(addr, Digests::BOTH);
+    let sqe = identify.to_sqe(5);
+    let mut v = vec![0u8; Pdu::CapsuleCmd(CapsuleCmd { sqe, data: &[] }).wire_len(&evil.tx)];
+    Pdu::CapsuleCmd(CapsuleCmd { sqe, data: &[] })
+        .emit(&mut v, &evil.tx)
+        .unwrap();
+    v[72] ^= 0xff; // first byte of the header digest
+    evil.send_raw(&v);
+    match evil.recv() {
+        Rx::Term { fes } => assert_eq!(fes, 0x03, "Header Digest Error"),
+        other => panic!("expected C2HTermReq, got {other:?}"),
+    }
+    identify_ok(&mut good);
+
+    // A capsule before ICReq.
+    let mut raw = TcpStream::connect(addr).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    raw.write_all(&[0x04, 0, 72, 0, 0, 0, 0, 0]).unwrap();
+    raw.write_all(&[0, 0, 0, 0, 72, 0, 0, 0]).unwrap();
+    let mut sink = [0u8; 256];
+    let mut got = 0;
+    while let Ok(n) = raw.read(&mut sink[got..]) {
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    assert!(
+        got == 0 || sink[0] == 0x03,
+        "answer to a capsule before ICReq is a C2HTermReq or nothing"
+    );
+    identify_ok(&mut good);
+
+    // Dropped mid-command: a write capsule announcing data that never comes.
+    let (mut gone, _) = Host::connect(addr, Digests::NONE);
+    gone.send_raw(&[0x04, 0, 72, 72, 0, 0x10, 0, 0]); // CapsuleCmd promising 4 KiB of data
+    drop(gone);
+    identify_ok(&mut good);
+    drop(good);
+    target.stop().unwrap();
+}
