@@ -513,3 +513,111 @@ fn hostile_pdus_kill_only_their_own_connection() {
     drop(good);
     target.stop().unwrap();
 }
+
+/// Many hosts at once: every connection gets its own controller, all stay served.
+#[test]
+fn many_concurrent_connections_are_held_and_served() {
+    let (target, addr) = start();
+    const N: usize = 200;
+    let mut hosts: Vec<Host> = (0..N).map(|_| admin(addr, Digests::NONE).0).collect();
+    let id = IdentifyCommand {
+        nsid: 0,
+        cns: Cns::Controller,
+        cntid: 0,
+        cnssid: 0,
+        csi: 0,
+        uuid_index: 0,
+        data_len: 4096,
+    };
+    for (i, h) in hosts.iter_mut().enumerate() {
+        let (data, c) = h.cmd_read(id.to_sqe(i as u16));
+        assert!(c.status.is_success(), "host {i}: {c}");
+        assert_eq!(data.len(), 4096);
+    }
+    let held = target.with_state(|s| s.controller_count()).unwrap();
+    assert_eq!(held, N, "controllers held");
+    eprintln!("concurrent connections held and served: {held}");
+    drop(hosts);
+    target.stop().unwrap();
+}
+
+/// A thin namespace runs out of data space: writes fail with Capacity Exceeded and DNR (the
+/// host sees ENOSPC), reads keep working, and after the pool grows writes succeed again.
+#[test]
+fn out_of_space_through_the_target_then_growing_recovers() {
+    use nvmf_target::bdev::thin::ThinPool;
+    let dir = std::env::temp_dir().join(format!("oos-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (m, d) = (dir.join("meta"), dir.join("data"));
+    std::fs::File::create(&m).unwrap().set_len(4 << 20).unwrap();
+    std::fs::File::create(&d)
+        .unwrap()
+        .set_len(8 * 65536)
+        .unwrap();
+    let pool = ThinPool::create(&m, &d, 128, 64).unwrap();
+    pool.with_pool(|p| p.create_thin(1)).unwrap();
+    let vol = pool.volume("thin1", 1, 1 << 30, 512, [7; 16]).unwrap();
+    let mut t = Target::new(TargetConfig::default());
+    t.add_subsystem(SubsystemConfig::new(NQN).allow_any_host(true))
+        .unwrap();
+    t.add_namespace(NQN, 1, Box::new(vol)).unwrap();
+    let addr = t.listen("127.0.0.1:0").unwrap();
+    let target = t.spawn().unwrap();
+    let (mut a, cntlid) = admin(addr, Digests::NONE);
+    let mut sf = Sqe::new(0x09, 5, 0); // Set Features: Number of Queues
+    sf.cdw10 = 0x07;
+    assert!(a.cmd(sf, &[]).status.is_success());
+    let (mut q, _) = Host::connect(addr, Digests::NONE);
+    assert!(q
+        .fabric_connect(1, cntlid, NQN, HOSTNQN)
+        .status
+        .is_success());
+    let data = [0x5Au8; 1024];
+    let write = |q: &mut Host, cid: u16, lba: u64| {
+        let w = RwCommand::new(
+            IoOpcode::Write,
+            cid,
+            1,
+            lba,
+            2,
+            SglDescriptor::in_capsule(1024),
+        );
+        q.cmd(w.to_sqe(), &data)
+    };
+    // Eight data blocks of 128 sectors: one write into each fills the pool.
+    for i in 0..8u64 {
+        let c = write(&mut q, i as u16, i * 128);
+        assert!(c.status.is_success(), "write {i}: {c}");
+    }
+    let c = write(&mut q, 8, 8 * 128);
+    assert_eq!(c.status.status, Status::CAPACITY_EXCEEDED, "{c}");
+    assert!(c.status.dnr, "Do Not Retry");
+    let r = RwCommand::new(
+        IoOpcode::Read,
+        9,
+        1,
+        3 * 128,
+        2,
+        SglDescriptor::transport(1024),
+    );
+    let (back, c) = q.cmd_read(r.to_sqe());
+    assert!(c.status.is_success());
+    assert_eq!(back, data);
+    // Grow the data device and the pool: writes go on.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&d)
+        .unwrap()
+        .set_len(16 * 65536)
+        .unwrap();
+    assert_eq!(pool.grow_to_data_device().unwrap(), 16);
+    let c = write(&mut q, 10, 8 * 128);
+    assert!(c.status.is_success(), "after growing: {c}");
+    drop(q);
+    target.stop().unwrap();
+    drop(pool);
+    let mut dev = thin_core::file::FileDevice::open_read_only(&m).unwrap();
+    let rep = thin_core::thin::check::check(&mut dev, &Default::default());
+    assert!(rep.is_clean(), "{:?}", rep.issues);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
