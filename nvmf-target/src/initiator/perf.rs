@@ -592,7 +592,7 @@ pub fn run(cfg: &PerfConfig) -> Result<PerfResult, HostError> {
         .and_then(|s| u32::try_from(s).ok())
         .filter(|&s| s >= 512)
         .ok_or_else(|| super::protocol("namespace without a usable LBA format"))?;
-    if cfg.io_size == 0 || cfg.io_size % lba_size != 0 {
+    if cfg.io_size == 0 || !cfg.io_size.is_multiple_of(lba_size) {
         return Err(super::protocol(format!(
             "I/O size {} is not a multiple of the LBA size {lba_size}",
             cfg.io_size
