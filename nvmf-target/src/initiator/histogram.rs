@@ -4,7 +4,7 @@
 const SUB_BITS: u32 = 5;
 const SUB: u64 = 1 << SUB_BITS;
 /// Number of buckets covering all of `u64`.
-const BUCKETS: usize = ((64 - SUB_BITS) as usize) * SUB as usize;
+const BUCKETS: usize = ((64 - SUB_BITS + 1) as usize) * SUB as usize;
 
 /// Latency histogram in nanoseconds.
 #[derive(Clone)]
