@@ -99,7 +99,7 @@ fn main() -> ExitCode {
             busy_poll: a.busy,
         };
         println!(
-            "echo baseline: qd {} , {req} bytes out / {resp} bytes back per I/O, {:.1} s",
+            "echo baseline: qd {}, {req} bytes out / {resp} bytes back per I/O, {:.1} s",
             a.queue_depth,
             duration.as_secs_f64()
         );
