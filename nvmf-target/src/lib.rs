@@ -6,6 +6,7 @@
 
 pub mod bdev;
 pub mod ctrlr;
+pub mod initiator;
 pub mod target;
 pub mod transport;
 pub mod wire;
