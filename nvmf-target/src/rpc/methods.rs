@@ -1605,10 +1605,7 @@ impl State {
 }
 
 fn mapped_blocks(s: &Lvstore, l: &Lvol) -> u64 {
-    let id = l.dev_id;
-    s.pool
-        .with_pool(|p| p.device_details(id).map(|d| d.mapped_blocks))
-        .unwrap_or(0)
+    s.pool.mapped_blocks(l.dev_id).unwrap_or(0)
 }
 
 fn is_snapshot(s: &Lvstore, l: &Lvol) -> bool {
