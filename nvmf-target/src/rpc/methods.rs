@@ -70,6 +70,16 @@ pub const METHODS: &[&str] = &[
     "nvmf_subsystem_add_host",
     "nvmf_subsystem_remove_host",
     "nvmf_subsystem_allow_any_host",
+    "bdev_lvol_rename",
+    "bdev_lvol_rename_lvstore",
+    "bdev_lvol_grow_lvstore",
+    "bdev_lvol_inflate",
+    "bdev_lvol_decouple_parent",
+    "nvmf_subsystem_remove_listener",
+    "nvmf_subsystem_get_listeners",
+    "framework_get_subsystems",
+    "framework_get_config",
+    "bdev_wait_for_examine",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,6 +137,8 @@ struct Lvstore {
     lvols: Vec<Lvol>,
     /// Anonymous files backing a malloc-based pool (kept open for the pool's lifetime).
     _mem: Vec<File>,
+    /// Where the side table is persisted (aio lvstores: `<filename>.lvs.json`).
+    side: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -274,6 +286,25 @@ fn memfile(name: &str, len: u64) -> Result<(File, PathBuf), RpcError> {
 /// (1 + 2·blocks/252 + thins) with room for 1000 thin devices, at least 4 MiB.
 fn metadata_blocks(nr_blocks: u64) -> u64 {
     (1 + 2 * nr_blocks / 252 + 1000).max(1024) * 2
+}
+
+const SIDE_MAGIC: &str = "rust-thin-nvmf lvstore side table v1";
+
+fn side_path(filename: &str) -> PathBuf {
+    PathBuf::from(format!("{filename}.lvs.json"))
+}
+
+fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = PathBuf::from(format!("{}.tmp", path.display()));
+    let mut f = File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 impl State {
@@ -647,6 +678,8 @@ impl State {
         })?;
         let num_blocks = dev.num_blocks();
         info!("bdev {name}: aio on {filename}, {num_blocks} × {bs} B");
+        let examine = side_path(&filename).exists();
+        let fname = filename.clone();
         self.bases.push(Base {
             name: name.clone(),
             uuid,
@@ -662,7 +695,118 @@ impl State {
             dev: Some(Box::new(dev)),
             claim: Claim::None,
         });
+        if examine {
+            // As SPDK's examine: an lvstore on this bdev comes back before we answer.
+            if let Err(e) = self.load_lvstore(self.bases.len() - 1, &fname) {
+                warn!("bdev {name}: lvstore not loaded: {e}");
+            }
+        }
         Ok(json!(name))
+    }
+
+    /// Loads the lvstore whose side table sits next to `filename`, reconciling it with the
+    /// pool metadata: rows without a thin device are dropped and devices without a row are
+    /// reported (both logged, nothing deleted).
+    fn load_lvstore(&mut self, base: usize, filename: &str) -> Result<(), String> {
+        let text = std::fs::read_to_string(side_path(filename)).map_err(|e| e.to_string())?;
+        let t: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        if t["magic"] != SIDE_MAGIC {
+            return Err("not an lvstore side table".into());
+        }
+        let get_u = |v: &Value| v.as_str().and_then(super::params::parse_uuid);
+        let uuid = get_u(&t["uuid"]).ok_or("bad lvstore uuid")?;
+        let name = t["name"].as_str().ok_or("bad lvstore name")?.to_owned();
+        let cluster_bytes = t["cluster_bytes"].as_u64().ok_or("bad cluster size")?;
+        if self
+            .lvstores
+            .iter()
+            .any(|x| x.uuid == uuid || x.name == name)
+        {
+            return Err(format!("lvstore {name} is already loaded"));
+        }
+        let meta = PathBuf::from(format!("{filename}.thinmeta"));
+        let pool = ThinPool::open(&meta, Path::new(filename), DEFAULT_CACHE_BLOCKS)
+            .map_err(|e| e.to_string())?;
+        let mut lvols = Vec::new();
+        for l in t["lvols"].as_array().ok_or("bad lvol list")? {
+            let (Some(u), Some(n), Some(id), Some(size)) = (
+                get_u(&l["uuid"]),
+                l["name"].as_str(),
+                l["dev_id"].as_u64(),
+                l["size_bytes"].as_u64(),
+            ) else {
+                warn!("lvstore {name}: skipping a malformed lvol row {l}");
+                continue;
+            };
+            let id2 = id;
+            if !pool
+                .with_pool(|p| p.device_exists(id2))
+                .map_err(|e| e.to_string())?
+            {
+                warn!("lvstore {name}: lvol {n} has no thin device {id}; dropped");
+                continue;
+            }
+            lvols.push(Lvol {
+                uuid: u,
+                name: n.to_owned(),
+                dev_id: id,
+                size_bytes: size,
+                thin: l["thin"].as_bool().unwrap_or(true),
+                read_only: Arc::new(AtomicBool::new(l["read_only"].as_bool().unwrap_or(false))),
+                parent: get_u(&l["parent"]),
+                snapshot: l["snapshot"].as_bool().unwrap_or(false),
+                exported: false,
+            });
+        }
+        let devs = pool.with_pool(|p| p.devices()).map_err(|e| e.to_string())?;
+        for d in devs {
+            if !lvols.iter().any(|l| l.dev_id == d) {
+                warn!("lvstore {name}: thin device {d} has no lvol row (kept, not shown)");
+            }
+        }
+        let b = &mut self.bases[base];
+        b.claim = Claim::Lvstore;
+        info!(
+            "lvstore {name} loaded from {} ({} lvols)",
+            b.name,
+            lvols.len()
+        );
+        self.lvstores.push(Lvstore {
+            uuid,
+            name,
+            base: b.name.clone(),
+            pool,
+            cluster_bytes,
+            block_size: b.block_size,
+            lvols,
+            _mem: Vec::new(),
+            side: Some(side_path(filename)),
+        });
+        Ok(())
+    }
+
+    /// Writes every lvstore's side table (atomically: temporary file, fsync, rename).
+    fn save_side_tables(&self) {
+        for s in &self.lvstores {
+            let Some(path) = &s.side else { continue };
+            let lvols: Vec<Value> = s
+                .lvols
+                .iter()
+                .map(|l| {
+                    json!({"uuid": format_uuid(&l.uuid), "name": l.name, "dev_id": l.dev_id,
+                           "size_bytes": l.size_bytes, "thin": l.thin,
+                           "read_only": l.read_only.load(Ordering::Relaxed),
+                           "parent": l.parent.map(|p| format_uuid(&p)),
+                           "snapshot": l.snapshot})
+                })
+                .collect();
+            let t = json!({"magic": SIDE_MAGIC, "uuid": format_uuid(&s.uuid), "name": s.name,
+                           "cluster_bytes": s.cluster_bytes, "block_size": s.block_size,
+                           "lvols": lvols});
+            if let Err(e) = write_atomic(path, &serde_json::to_vec_pretty(&t).unwrap_or_default()) {
+                warn!("lvstore {}: saving {}: {e}", s.name, path.display());
+            }
+        }
     }
 
     fn bdev_base_delete(&mut self, p: Option<Value>, malloc: bool) -> Result<Value, RpcError> {
@@ -789,6 +933,10 @@ impl State {
             block_size,
             lvols: Vec::new(),
             _mem: mem,
+            side: match &self.bases[i].kind {
+                BaseKind::Aio { filename, .. } => Some(side_path(filename)),
+                BaseKind::Malloc => None,
+            },
         });
         Ok(json!(format_uuid(&uuid)))
     }
@@ -830,6 +978,7 @@ impl State {
         if let Some(b) = self.bases.iter_mut().find(|b| b.name == s.base) {
             b.claim = Claim::None;
             if let BaseKind::Aio { filename, .. } = &b.kind {
+                let _ = std::fs::remove_file(side_path(filename));
                 let _ = std::fs::remove_file(format!("{filename}.thinmeta"));
             }
         }
@@ -1567,6 +1716,254 @@ impl State {
         Ok(json!(true))
     }
 
+    fn bdev_lvol_rename(&mut self, p: Option<Value>) -> Result<Value, RpcError> {
+        let mut p = Params::new(p, bdev_decode())?;
+        let old = p.str("old_name")?;
+        let old = p.req(old)?;
+        let new = p.str("new_name")?;
+        let new = p.req(new)?;
+        p.finish()?;
+        let (i, j) = self.find_lvol(&old)?;
+        let s = &self.lvstores[i];
+        if s.lvols[j].name == new {
+            return Ok(json!(true));
+        }
+        if !name_ok(&new) {
+            return Err(RpcError::params_errno(Errno::Inval));
+        }
+        if s.lvols.iter().any(|l| l.name == new)
+            || self.find(&format!("{}/{new}", s.name)).is_some()
+        {
+            return Err(RpcError::params_errno(Errno::Exist));
+        }
+        self.lvstores[i].lvols[j].name = new;
+        Ok(json!(true))
+    }
+
+    fn bdev_lvol_rename_lvstore(&mut self, p: Option<Value>) -> Result<Value, RpcError> {
+        let mut p = Params::new(p, bdev_decode())?;
+        let old = p.str("old_name")?;
+        let old = p.req(old)?;
+        let new = p.str("new_name")?;
+        let new = p.req(new)?;
+        p.finish()?;
+        let i = self
+            .lvstores
+            .iter()
+            .position(|s| s.name == old)
+            .ok_or_else(|| RpcError::new(-2, format!("Lvol store {old} not found")))?;
+        if old == new {
+            return Ok(json!(true));
+        }
+        if !name_ok(&new) {
+            return Err(RpcError::params_errno(Errno::Inval));
+        }
+        if self.lvstores.iter().any(|s| s.name == new) {
+            return Err(RpcError::params_errno(Errno::Exist));
+        }
+        self.lvstores[i].name = new;
+        Ok(json!(true))
+    }
+
+    fn bdev_lvol_grow_lvstore(&mut self, p: Option<Value>) -> Result<Value, RpcError> {
+        let mut p = Params::new(p, bdev_decode())?;
+        let uuid = p.str("uuid")?;
+        let name = p.str("lvs_name")?;
+        p.finish()?;
+        let i = self
+            .lvs_select(uuid, name)?
+            .ok_or_else(RpcError::internal)?;
+        let s = &self.lvstores[i];
+        let before = s.pool.stats().map_err(|e| lvstore_io(&e))?.nr_data_blocks;
+        let now = s.pool.grow_to_data_device().map_err(|e| lvstore_io(&e))?;
+        if now != before {
+            info!("lvstore {}: {before} → {now} clusters", s.name);
+        }
+        Ok(json!(true))
+    }
+
+    /// Rewrites every cluster of lvol (i, j) through the pool: shared blocks get their own
+    /// copy, unmapped ones are provisioned (zeroes: in dm-thin a clone's unmapped block is
+    /// unmapped in its snapshot too).
+    fn own_every_cluster(&self, i: usize, j: usize) -> Result<(), RpcError> {
+        let s = &self.lvstores[i];
+        let l = &s.lvols[j];
+        let mut v = s
+            .pool
+            .volume("inflate", l.dev_id, l.size_bytes, s.block_size, l.uuid)
+            .map_err(|e| lvstore_io(&e))?;
+        let mut buf = vec![0u8; s.cluster_bytes as usize];
+        let per = s.cluster_bytes / u64::from(s.block_size);
+        for c in 0..l.size_bytes / s.cluster_bytes {
+            v.read(c * per, &mut buf).map_err(|e| lvstore_io(&e))?;
+            v.write(c * per, &buf, false).map_err(|e| lvstore_io(&e))?;
+        }
+        v.flush().map_err(|e| lvstore_io(&e))
+    }
+
+    fn bdev_lvol_inflate(&mut self, p: Option<Value>) -> Result<Value, RpcError> {
+        let mut p = Params::new(p, bdev_decode())?;
+        let name = p.str("name")?;
+        let name = p.req(name)?;
+        p.finish()?;
+        let (i, j) = self.find_lvol(&name)?;
+        let l = &self.lvstores[i].lvols[j];
+        if l.read_only.load(Ordering::Relaxed) {
+            return Err(RpcError::params_errno(Errno::Perm));
+        }
+        self.own_every_cluster(i, j)?;
+        let l = &mut self.lvstores[i].lvols[j];
+        l.parent = None;
+        l.thin = false;
+        Ok(json!(true))
+    }
+
+    fn bdev_lvol_decouple_parent(&mut self, p: Option<Value>) -> Result<Value, RpcError> {
+        let mut p = Params::new(p, bdev_decode())?;
+        let name = p.str("name")?;
+        let name = p.req(name)?;
+        p.finish()?;
+        let (i, j) = self.find_lvol(&name)?;
+        let s = &mut self.lvstores[i];
+        let Some(parent) = s.lvols[j].parent else {
+            return Err(RpcError::params_errno(Errno::Inval));
+        };
+        // dm-thin shares blocks by reference count, so dropping one level of the SPDK parent
+        // chain needs no copy: the data stays correct and stays thin.
+        let grand = s
+            .lvols
+            .iter()
+            .find(|l| l.uuid == parent)
+            .and_then(|l| l.parent);
+        s.lvols[j].parent = grand;
+        Ok(json!(true))
+    }
+
+    fn nvmf_subsystem_remove_listener(&mut self, p: Option<Value>) -> Result<Value, RpcError> {
+        let mut p = Params::new(p, nvmf_decode())?;
+        let nqn = p.str("nqn")?;
+        let nqn = p.req(nqn)?;
+        Self::check_tgt(&mut p, "")?;
+        let la = p.object("listen_address")?;
+        let mut la = p.req(la)?;
+        p.finish()?;
+        let tr = la.str("trtype")?;
+        let tr = la.req(tr)?;
+        let fam = la.str("adrfam")?.unwrap_or_else(|| "ipv4".into());
+        let traddr = la.str("traddr")?;
+        let traddr = la.req(traddr)?;
+        let svc = la.str("trsvcid")?.unwrap_or_default();
+        la.finish()?;
+        let i = self.sub_index(&nqn)?;
+        if !tr.eq_ignore_ascii_case("tcp") || self.transport.is_none() {
+            return Err(RpcError::invalid_params());
+        }
+        let k = self.subs[i]
+            .listeners
+            .iter()
+            .position(|l| {
+                l.adrfam.eq_ignore_ascii_case(&fam) && l.traddr == traddr && l.trsvcid == svc
+            })
+            .ok_or_else(RpcError::invalid_params)?;
+        self.subs[i].listeners.remove(k);
+        Ok(json!(true))
+    }
+
+    fn nvmf_subsystem_get_listeners(&self, p: Option<Value>) -> Result<Value, RpcError> {
+        let mut p = Params::new(p, nvmf_decode())?;
+        let nqn = p.str("nqn")?;
+        let nqn = p.req(nqn)?;
+        Self::check_tgt(&mut p, "")?;
+        p.finish()?;
+        let s = &self.subs[self.sub_index(&nqn)?];
+        Ok(Value::Array(
+            s.listeners
+                .iter()
+                .map(|l| json!({"address": Self::listen_json(l)}))
+                .collect(),
+        ))
+    }
+
+    fn framework_get_subsystems(&self, p: Option<Value>) -> Result<Value, RpcError> {
+        if p.is_some() {
+            return Err(RpcError::new(
+                -32602,
+                "'framework_get_subsystems' requires no arguments",
+            ));
+        }
+        Ok(json!([{"subsystem": "bdev", "depends_on": []},
+                  {"subsystem": "nvmf", "depends_on": ["bdev"]}]))
+    }
+
+    fn framework_get_config(&self, p: Option<Value>) -> Result<Value, RpcError> {
+        let mut p = Params::new(p, RpcError::new(-32602, "Invalid arguments"))?;
+        let name = p.str("name")?;
+        let name = p.req(name)?;
+        p.bool("with_batches")?;
+        p.finish()?;
+        let mut out = Vec::new();
+        match name.as_str() {
+            "bdev" => {
+                for b in &self.bases {
+                    let u = format_uuid(&b.uuid);
+                    out.push(match &b.kind {
+                        BaseKind::Malloc => json!({"method": "bdev_malloc_create", "params": {
+                            "name": b.name, "num_blocks": b.num_blocks,
+                            "block_size": b.block_size, "physical_block_size": b.block_size,
+                            "uuid": u, "optimal_io_boundary": 0, "md_size": 0, "dif_type": 0,
+                            "dif_is_head_of_md": false, "dif_pi_format": 0, "numa_id": -1}}),
+                        BaseKind::Aio {
+                            filename,
+                            readonly,
+                            fallocate,
+                            nowait,
+                            ..
+                        } => json!({"method": "bdev_aio_create", "params": {
+                            "name": b.name, "block_size": b.block_size, "filename": filename,
+                            "readonly": readonly, "fallocate": fallocate, "uuid": u,
+                            "nowait": nowait}}),
+                    });
+                }
+                out.push(json!({"method": "bdev_wait_for_examine"}));
+            }
+            "nvmf" => {
+                if let Some(t) = &self.transport {
+                    out.push(json!({"method": "nvmf_create_transport", "params": t}));
+                }
+                for s in &self.subs {
+                    out.push(json!({"method": "nvmf_create_subsystem", "params": {
+                        "nqn": s.nqn, "allow_any_host": s.allow_any_host,
+                        "serial_number": s.serial, "model_number": s.model,
+                        "max_namespaces": s.max_namespaces, "min_cntlid": s.min_cntlid,
+                        "max_cntlid": s.max_cntlid, "ana_reporting": false,
+                        "dmrsl": s.dmrsl, "wzsl": s.wzsl, "passthrough": false,
+                        "enable_nssr": false}}));
+                    for h in &s.hosts {
+                        out.push(json!({"method": "nvmf_subsystem_add_host",
+                                        "params": {"nqn": s.nqn, "host": h}}));
+                    }
+                    for (nsid, (b, u)) in &s.namespaces {
+                        out.push(json!({"method": "nvmf_subsystem_add_ns", "params": {
+                            "nqn": s.nqn, "namespace": {"nsid": nsid, "bdev_name": b,
+                            "uuid": format_uuid(u), "no_auto_visible": false}}}));
+                    }
+                    for l in &s.listeners {
+                        out.push(json!({"method": "nvmf_subsystem_add_listener", "params": {
+                            "nqn": s.nqn, "listen_address": Self::listen_json(l),
+                            "secure_channel": false}}));
+                    }
+                }
+            }
+            _ => {
+                return Err(RpcError::new(
+                    -32602,
+                    format!("Subsystem '{name}' not found"),
+                ))
+            }
+        }
+        Ok(Value::Array(out))
+    }
+
     fn dispatch(&mut self, method: &str, p: Option<Value>) -> Result<Value, RpcError> {
         match method {
             "spdk_get_version" => self.spdk_get_version(p),
@@ -1599,6 +1996,21 @@ impl State {
             "nvmf_subsystem_add_host" => self.nvmf_subsystem_add_host(p),
             "nvmf_subsystem_remove_host" => self.nvmf_subsystem_remove_host(p),
             "nvmf_subsystem_allow_any_host" => self.nvmf_subsystem_allow_any_host(p),
+            "bdev_lvol_rename" => self.bdev_lvol_rename(p),
+            "bdev_lvol_rename_lvstore" => self.bdev_lvol_rename_lvstore(p),
+            "bdev_lvol_grow_lvstore" => self.bdev_lvol_grow_lvstore(p),
+            "bdev_lvol_inflate" => self.bdev_lvol_inflate(p),
+            "bdev_lvol_decouple_parent" => self.bdev_lvol_decouple_parent(p),
+            "nvmf_subsystem_remove_listener" => self.nvmf_subsystem_remove_listener(p),
+            "nvmf_subsystem_get_listeners" => self.nvmf_subsystem_get_listeners(p),
+            "framework_get_subsystems" => self.framework_get_subsystems(p),
+            "framework_get_config" => self.framework_get_config(p),
+            "bdev_wait_for_examine" => {
+                if p.is_some() {
+                    return Err(RpcError::invalid_params());
+                }
+                Ok(json!(true))
+            }
             _ => Err(RpcError::method_not_found()),
         }
     }
@@ -1645,7 +2057,11 @@ impl Rpc {
 impl Handler for Rpc {
     fn call(&self, method: &str, params: Option<Value>) -> Result<Value, RpcError> {
         let mut st = self.state.lock().map_err(|_| RpcError::internal())?;
-        st.dispatch(method, params)
+        let r = st.dispatch(method, params);
+        if r.is_ok() && method.starts_with("bdev_lvol_") && !method.starts_with("bdev_lvol_get") {
+            st.save_side_tables();
+        }
+        r
     }
 
     fn after_response(&self, method: &str) {
