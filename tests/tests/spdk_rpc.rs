@@ -32,7 +32,11 @@ impl Drop for Daemon {
 }
 
 fn start(dir: &Path) -> Daemon {
-    let sock = dir.join("spdk.sock");
+    start_at(dir, "spdk.sock")
+}
+
+fn start_at(dir: &Path, sock_name: &str) -> Daemon {
+    let sock = dir.join(sock_name);
     let mut child = Command::new(ours::target_bin())
         .args(["--no-default-pool", "--listen", "127.0.0.1:0", "-r"])
         .arg(&sock)
@@ -439,4 +443,100 @@ fn raw_socket_framing(sock: &Path) {
     let mut rest = Vec::new();
     s.read_to_end(&mut rest).expect("read to EOF");
     assert!(rest.is_empty());
+}
+
+/// Stops the daemon through `spdk_kill_instance` and waits for a clean exit.
+fn kill(mut d: Daemon) {
+    rpc(&d, &["spdk_kill_instance", "SIGINT"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d.child.try_wait().expect("wait").is_none() {
+        assert!(Instant::now() < deadline, "daemon did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn save_config_and_restart_bring_back_lvstore_lvols_and_exports() {
+    let dir = ScratchDir::new("spdk-rpc-restart").expect("temp dir");
+    let img = dir.path().join("pool.img");
+    std::fs::File::create(&img)
+        .and_then(|f| f.set_len(128 << 20))
+        .expect("aio image");
+    let img_s = img.to_str().expect("utf-8 path");
+
+    let d = start_at(dir.path(), "a.sock");
+    rpc(&d, &["bdev_aio_create", img_s, "Aio0", "4096"]);
+    let lvs = rpc(
+        &d,
+        &["bdev_lvol_create_lvstore", "Aio0", "lvs0", "-c", "1048576"],
+    );
+    let base = rpc(&d, &["bdev_lvol_create", "-l", "lvs0", "-t", "base", "16"]);
+    let snap = rpc(&d, &["bdev_lvol_snapshot", "lvs0/base", "snap"]);
+    let clone = rpc(&d, &["bdev_lvol_clone", "lvs0/snap", "c0"]);
+    rpc(&d, &["bdev_lvol_rename", "lvs0/c0", "clone"]);
+    rpc(&d, &["bdev_lvol_rename_lvstore", "lvs0", "pool"]);
+    assert_eq!(
+        rpc_err(&d, &["bdev_lvol_rename_lvstore", "lvs0", "x"]),
+        (-2, "Lvol store lvs0 not found".into())
+    );
+    assert_eq!(
+        rpc_err(&d, &["bdev_lvol_decouple_parent", "pool/snap"]),
+        (-32602, "Invalid argument".into())
+    );
+    let thick = rpc(&d, &["bdev_lvol_create", "-l", "pool", "-t", "solo", "4"]);
+    rpc(&d, &["bdev_lvol_inflate", "pool/solo"]);
+    rpc(&d, &["nvmf_create_transport", "-t", "TCP"]);
+    rpc(&d, &["nvmf_create_subsystem", NQN, "-a"]);
+    rpc(&d, &["nvmf_subsystem_add_ns", NQN, "pool/clone"]);
+    let cfg = rpc_json(&d, &["save_config"]);
+    let bdev_cfg = &cfg["subsystems"][0];
+    assert_eq!(bdev_cfg["subsystem"], "bdev");
+    assert_eq!(bdev_cfg["config"][0]["method"], "bdev_aio_create");
+    assert_eq!(bdev_cfg["config"][0]["params"]["filename"], img_s);
+    assert_eq!(bdev_cfg["config"][1]["method"], "bdev_wait_for_examine");
+    let nv = cfg["subsystems"][1]["config"]
+        .as_array()
+        .expect("nvmf config");
+    let ns = nv
+        .iter()
+        .find(|e| e["method"] == "nvmf_subsystem_add_ns")
+        .expect("add_ns entry");
+    assert_eq!(ns["params"]["namespace"]["bdev_name"], clone.as_str());
+    let cfg_path = dir.path().join("config.json");
+    std::fs::write(&cfg_path, cfg.to_string()).expect("write config");
+    kill(d);
+
+    // A new daemon: load_config replays the config; the aio bdev brings the lvstore back.
+    let d = start_at(dir.path(), "b.sock");
+    rpc(
+        &d,
+        &["load_config", "-j", cfg_path.to_str().expect("utf-8")],
+    );
+    let stores = rpc_json(&d, &["bdev_lvol_get_lvstores"]);
+    assert_eq!(stores[0]["uuid"], lvs.as_str());
+    assert_eq!(stores[0]["name"], "pool");
+    assert_eq!(stores[0]["cluster_size"], 1048576);
+    let lvols = rpc_json(&d, &["bdev_lvol_get_lvols"]);
+    assert_eq!(lvol(&lvols, "base")["uuid"], base.as_str());
+    assert_eq!(lvol(&lvols, "base")["is_clone"], true);
+    assert_eq!(lvol(&lvols, "snap")["uuid"], snap.as_str());
+    assert_eq!(lvol(&lvols, "snap")["is_snapshot"], true);
+    assert_eq!(lvol(&lvols, "clone")["uuid"], clone.as_str());
+    assert_eq!(lvol(&lvols, "clone")["alias"], "pool/clone");
+    let solo = lvol(&lvols, "solo");
+    assert_eq!(solo["uuid"], thick.as_str());
+    assert_eq!(solo["is_thin_provisioned"], false, "inflated");
+    assert_eq!(solo["num_allocated_clusters"], 4);
+    let b = rpc_json(&d, &["bdev_get_bdevs", "-b", "pool/snap"]);
+    assert_eq!(
+        b[0]["supported_io_types"]["write"], false,
+        "still read-only"
+    );
+    let subs = rpc_json(&d, &["nvmf_get_subsystems", NQN]);
+    assert_eq!(subs[0]["namespaces"][0]["bdev_name"], clone.as_str());
+    // Decouple the clone (metadata only in dm-thin), then it is no clone any more.
+    rpc(&d, &["bdev_lvol_decouple_parent", "pool/clone"]);
+    let lvols = rpc_json(&d, &["bdev_lvol_get_lvols", "-l", "pool"]);
+    assert_eq!(lvol(&lvols, "clone")["is_clone"], false);
+    kill(d);
 }
