@@ -38,3 +38,9 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "setup: cargo install cargo-fuzz"
   cargo install cargo-fuzz --locked --quiet
 fi
+
+# SPDK's JSON-RPC client (`spdk-rpc`), the real peer of the management tests (tests/tests/spdk_rpc.rs).
+if ! command -v spdk-rpc >/dev/null 2>&1; then
+  echo "setup: python3 -m pip install spdk"
+  python3 -m pip install --quiet spdk
+fi

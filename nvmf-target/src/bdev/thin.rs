@@ -222,6 +222,13 @@ impl ThinPool {
         lock(&self.inner)?.pool.stats().map_err(pool_err)
     }
 
+    /// Data blocks mapped by thin device `dev_id` (no commit: a read-only query).
+    pub fn mapped_blocks(&self, dev_id: u64) -> Result<u64, BdevError> {
+        let mut g = lock(&self.inner)?;
+        let d = g.pool.device_details(dev_id).map_err(pool_err)?;
+        Ok(d.mapped_blocks)
+    }
+
     /// Grows the pool to the data device's current size.
     pub fn grow_to_data_device(&self) -> Result<u64, BdevError> {
         let mut g = lock(&self.inner)?;

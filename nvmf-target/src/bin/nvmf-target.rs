@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use nvmf_target::bdev::thin::{ThinPool, DEFAULT_CACHE_BLOCKS};
+use nvmf_target::rpc::{Rpc, RpcServer, DEFAULT_SOCKET};
 use nvmf_target::{PollMode, SubsystemConfig, Target, TargetConfig};
 
 /// Default subsystem NQN.
@@ -44,6 +45,16 @@ struct Args {
     /// Busy-poll instead of the adaptive default (for benchmarks).
     #[arg(long)]
     busy_poll: bool,
+    /// JSON-RPC Unix socket (SPDK's `-r`); `spdk-rpc -s PATH` talks to it.
+    #[arg(short = 'r', long = "rpc-socket")]
+    rpc_socket: Option<PathBuf>,
+    /// Do not serve JSON-RPC.
+    #[arg(long)]
+    no_rpc_server: bool,
+    /// Start empty (no default pool, volume or subsystem), as SPDK's spdk_tgt does; build
+    /// everything through JSON-RPC.
+    #[arg(long)]
+    no_default_pool: bool,
 }
 
 fn parse_mask(s: &str) -> Result<u64, String> {
@@ -95,24 +106,6 @@ fn default_pool(dir: &Path) -> Result<ThinPool, String> {
 }
 
 fn serve(a: Args) -> Result<(), String> {
-    let pool = default_pool(&a.data_dir)?;
-    let uuid = {
-        // Stable per data folder: derived from its canonical path.
-        let p = a
-            .data_dir
-            .canonicalize()
-            .unwrap_or_else(|_| a.data_dir.clone());
-        let h = crc32c::crc32c(p.to_string_lossy().as_bytes());
-        let mut u = [0u8; 16];
-        u[..4].copy_from_slice(&h.to_be_bytes());
-        u[4..8].copy_from_slice(&VOLUME_ID.to_be_bytes()[4..]);
-        u[6] = (u[6] & 0x0f) | 0x40; // version 4 layout
-        u[8] = (u[8] & 0x3f) | 0x80;
-        u
-    };
-    let vol = pool
-        .volume("thin1", VOLUME_ID, VOLUME_BYTES, 4096, uuid)
-        .map_err(|e| e.to_string())?;
     let cfg = TargetConfig {
         cpumask: a.cpumask,
         poll_mode: if a.busy_poll {
@@ -123,36 +116,94 @@ fn serve(a: Args) -> Result<(), String> {
         ..TargetConfig::default()
     };
     let mut target = Target::new(cfg);
-    target
-        .add_subsystem(SubsystemConfig::new(&a.nqn).allow_any_host(true))
-        .and_then(|t| t.add_namespace(&a.nqn, 1, Box::new(vol)))
-        .map_err(|e| e.to_string())?;
+    let pool = if a.no_default_pool {
+        None
+    } else {
+        let pool = default_pool(&a.data_dir)?;
+        let uuid = {
+            // Stable per data folder: derived from its canonical path.
+            let p = a
+                .data_dir
+                .canonicalize()
+                .unwrap_or_else(|_| a.data_dir.clone());
+            let h = crc32c::crc32c(p.to_string_lossy().as_bytes());
+            let mut u = [0u8; 16];
+            u[..4].copy_from_slice(&h.to_be_bytes());
+            u[4..8].copy_from_slice(&VOLUME_ID.to_be_bytes()[4..]);
+            u[6] = (u[6] & 0x0f) | 0x40; // version 4 layout
+            u[8] = (u[8] & 0x3f) | 0x80;
+            u
+        };
+        let vol = pool
+            .volume("thin1", VOLUME_ID, VOLUME_BYTES, 4096, uuid)
+            .map_err(|e| e.to_string())?;
+        target
+            .add_subsystem(SubsystemConfig::new(&a.nqn).allow_any_host(true))
+            .and_then(|t| t.add_namespace(&a.nqn, 1, Box::new(vol)))
+            .map_err(|e| e.to_string())?;
+        Some(pool)
+    };
     let addr = target
         .listen(a.listen.as_str())
         .map_err(|e| format!("listening on {}: {e}", a.listen))?;
-    println!(
-        "nvmf-target: serving {} (1 GiB thin volume, namespace 1) on {addr}",
-        a.nqn
-    );
-    println!(
-        "  connect:  nvme connect -t tcp -a {} -s {} -n {}",
-        addr.ip(),
-        addr.port(),
-        a.nqn
-    );
+    if pool.is_some() {
+        println!(
+            "nvmf-target: serving {} (1 GiB thin volume, namespace 1) on {addr}",
+            a.nqn
+        );
+        println!(
+            "  connect:  nvme connect -t tcp -a {} -s {} -n {}",
+            addr.ip(),
+            addr.port(),
+            a.nqn
+        );
+    }
     println!(
         "  discover: nvme discover -t tcp -a {} -s {}",
         addr.ip(),
         addr.port()
     );
-    println!("listening on {addr}");
     let stop = Arc::new(AtomicBool::new(false));
     let s2 = stop.clone();
     ctrlc::set_handler(move || s2.store(true, Ordering::Relaxed))
         .map_err(|e| format!("signal handler: {e}"))?;
-    target.run_until(&stop).map_err(|e| e.to_string())?;
-    pool.commit().map_err(|e| format!("final commit: {e}"))?;
-    log::info!("stopped; pool committed");
+    let handle = target.spawn().map_err(|e| e.to_string())?;
+    let rpc = Arc::new(Rpc::new(handle, vec![addr], stop.clone()));
+    let server = if a.no_rpc_server {
+        None
+    } else {
+        let explicit = a.rpc_socket.is_some();
+        let path = a
+            .rpc_socket
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
+        match RpcServer::start(&path, rpc.clone()) {
+            Ok(s) => {
+                println!("rpc socket {}", path.display());
+                Some(s)
+            }
+            // SPDK refuses to start; with the implicit default path we only warn, so that
+            // several daemons (tests) can run side by side.
+            Err(e) if !explicit => {
+                log::warn!("JSON-RPC disabled: {e}");
+                None
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    };
+    println!("listening on {addr}");
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    if let Some(s) = server {
+        s.stop();
+    }
+    if let Some(h) = rpc.shutdown() {
+        h.stop().map_err(|e| e.to_string())?;
+    }
+    if let Some(pool) = pool {
+        pool.commit().map_err(|e| format!("final commit: {e}"))?;
+        log::info!("stopped; pool committed");
+    }
     println!("nvmf-target: stopped, pool committed");
     Ok(())
 }

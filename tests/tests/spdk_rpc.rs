@@ -1,0 +1,542 @@
+//! Management through SPDK's own client: the daemon starts empty with `-r <socket>`, and
+//! the real `spdk-rpc` CLI (PyPI `spdk`, installed by scripts/setup.sh) builds malloc and aio
+//! bdevs, lvstores (thin pools), a thin lvol, a snapshot and a clone, a TCP subsystem with a
+//! listener and the clone as namespace; the JSON it prints is parsed and checked; bad
+//! parameters get SPDK's error codes and messages (exit status 1); everything is deleted;
+//! `spdk_kill_instance` stops the daemon. A raw socket then checks framing: split and
+//! concatenated requests, batches, unknown methods, malformed JSON.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use e2e_tests::{ours, ScratchDir};
+use serde_json::{json, Value};
+
+const NQN: &str = "nqn.2016-06.io.spdk:cnode1";
+
+struct Daemon {
+    child: Child,
+    sock: PathBuf,
+    port: u16,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(dir: &Path) -> Daemon {
+    start_at(dir, "spdk.sock")
+}
+
+fn start_at(dir: &Path, sock_name: &str) -> Daemon {
+    let sock = dir.join(sock_name);
+    let mut child = Command::new(ours::target_bin())
+        .args(["--no-default-pool", "--listen", "127.0.0.1:0", "-r"])
+        .arg(&sock)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start nvmf-target");
+    let out = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(out).lines();
+    let port = loop {
+        let line = lines.next().expect("daemon output").expect("read stdout");
+        if let Some(addr) = line.strip_prefix("listening on ") {
+            break addr
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .expect("port");
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Daemon { child, sock, port }
+}
+
+/// Runs `spdk-rpc -s SOCK args…`; returns (exit status, stdout).
+fn rpc_raw(d: &Daemon, args: &[&str]) -> (i32, String) {
+    let out = Command::new("spdk-rpc")
+        .arg("-s")
+        .arg(&d.sock)
+        .args(args)
+        .output()
+        .expect("run spdk-rpc (scripts/setup.sh installs it: python3 -m pip install spdk)");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// A successful call; its stdout.
+fn rpc(d: &Daemon, args: &[&str]) -> String {
+    let (rc, out) = rpc_raw(d, args);
+    assert_eq!(rc, 0, "spdk-rpc {args:?} failed:\n{out}");
+    out.trim().to_owned()
+}
+
+fn rpc_json(d: &Daemon, args: &[&str]) -> Value {
+    let out = rpc(d, args);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("spdk-rpc {args:?}: {e}\n{out}"))
+}
+
+/// A failing call: exit status 1 and SPDK's error object (printed after `response:`).
+fn rpc_err(d: &Daemon, args: &[&str]) -> (i64, String) {
+    let (rc, out) = rpc_raw(d, args);
+    assert_eq!(rc, 1, "spdk-rpc {args:?} should fail:\n{out}");
+    let tail = out
+        .split("response:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no error response in:\n{out}"));
+    let v: Value = serde_json::from_str(tail.trim()).expect("error object");
+    (
+        v["code"].as_i64().expect("code"),
+        v["message"].as_str().expect("message").to_owned(),
+    )
+}
+
+fn lvol<'a>(lvols: &'a Value, name: &str) -> &'a Value {
+    lvols
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|l| l["name"] == name)
+        .unwrap_or_else(|| panic!("no lvol {name} in {lvols}"))
+}
+
+#[test]
+fn spdk_rpc_builds_pools_volumes_snapshots_and_exports() {
+    let t0 = Instant::now();
+    let dir = ScratchDir::new("spdk-rpc").expect("temp dir");
+    let d = start(dir.path());
+    let mode = std::fs::metadata(&d.sock)
+        .expect("socket")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "socket mode");
+
+    // App methods.
+    let v = rpc_json(&d, &["spdk_get_version"]);
+    assert!(v["version"]
+        .as_str()
+        .expect("version")
+        .contains("rust-thin-nvmf"));
+    assert!(v["fields"]["major"].is_u64());
+    rpc(&d, &["framework_wait_init"]);
+    let methods = rpc_json(&d, &["rpc_get_methods"]);
+    for m in [
+        "bdev_lvol_snapshot",
+        "nvmf_subsystem_add_ns",
+        "bdev_get_bdevs",
+    ] {
+        assert!(
+            methods.as_array().expect("array").contains(&json!(m)),
+            "{m}"
+        );
+    }
+
+    // Base bdevs.
+    assert_eq!(rpc(&d, &["bdev_malloc_create", "64", "4096"]), "Malloc0");
+    let img = dir.path().join("aio.img");
+    std::fs::File::create(&img)
+        .and_then(|f| f.set_len(256 << 20))
+        .expect("aio image");
+    let img_s = img.to_str().expect("utf-8 path");
+    assert_eq!(rpc(&d, &["bdev_aio_create", img_s, "Aio0", "4096"]), "Aio0");
+    let b = rpc_json(&d, &["bdev_get_bdevs", "-b", "Aio0"]);
+    assert_eq!(b[0]["product_name"], "AIO disk");
+    assert_eq!(b[0]["num_blocks"], 65536);
+    assert_eq!(b[0]["driver_specific"]["aio"]["filename"], img_s);
+
+    // Lvstores: SPDK's default 4 MiB clusters on the malloc bdev, 64 KiB on the aio one.
+    let lvs0 = rpc(&d, &["bdev_lvol_create_lvstore", "Malloc0", "lvs0"]);
+    let lvs1 = rpc(
+        &d,
+        &["bdev_lvol_create_lvstore", "Aio0", "lvs1", "-c", "65536"],
+    );
+    let stores = rpc_json(&d, &["bdev_lvol_get_lvstores"]);
+    assert_eq!(stores[0]["uuid"], lvs0.as_str());
+    assert_eq!(stores[0]["cluster_size"], 4 << 20);
+    assert_eq!(stores[0]["total_data_clusters"], 16);
+    assert_eq!(stores[1]["uuid"], lvs1.as_str());
+    assert_eq!(stores[1]["base_bdev"], "Aio0");
+    let b = rpc_json(&d, &["bdev_get_bdevs", "-b", "Malloc0"]);
+    assert_eq!(b[0]["claimed"], true);
+    assert_eq!(b[0]["claim_type"], "exclusive_write");
+
+    // Thin lvol, thick lvol, snapshot, clone.
+    let lvol0 = rpc(&d, &["bdev_lvol_create", "-l", "lvs0", "-t", "lvol0", "32"]);
+    let thick = rpc(&d, &["bdev_lvol_create", "-l", "lvs1", "thick0", "1"]);
+    let s1 = rpc_json(&d, &["bdev_lvol_get_lvstores", "-l", "lvs1"]);
+    assert_eq!(
+        s1[0]["free_clusters"],
+        4096 - 16,
+        "a thick lvol takes its clusters"
+    );
+    let snap0 = rpc(&d, &["bdev_lvol_snapshot", "lvs0/lvol0", "snap0"]);
+    let clone0 = rpc(&d, &["bdev_lvol_clone", "lvs0/snap0", "clone0"]);
+    let lvols = rpc_json(&d, &["bdev_lvol_get_lvols", "-l", "lvs0"]);
+    assert_eq!(lvols.as_array().expect("array").len(), 3);
+    let l = lvol(&lvols, "lvol0");
+    assert_eq!(l["uuid"], lvol0.as_str());
+    assert_eq!(l["alias"], "lvs0/lvol0");
+    assert_eq!(l["is_clone"], true);
+    assert_eq!(l["is_thin_provisioned"], true);
+    let s = lvol(&lvols, "snap0");
+    assert_eq!(s["uuid"], snap0.as_str());
+    assert_eq!(s["is_snapshot"], true);
+    let c = lvol(&lvols, "clone0");
+    assert_eq!(c["uuid"], clone0.as_str());
+    assert_eq!(c["is_clone"], true);
+    assert_eq!(c["lvs"]["name"], "lvs0");
+    let thick_l = rpc_json(&d, &["bdev_lvol_get_lvols", "-l", "lvs1"]);
+    assert_eq!(lvol(&thick_l, "thick0")["uuid"], thick.as_str());
+    assert_eq!(lvol(&thick_l, "thick0")["is_thin_provisioned"], false);
+    assert_eq!(lvol(&thick_l, "thick0")["num_allocated_clusters"], 16);
+    let b = rpc_json(&d, &["bdev_get_bdevs", "-b", "lvs0/snap0"]);
+    assert_eq!(b[0]["name"], snap0.as_str());
+    assert_eq!(b[0]["product_name"], "Logical Volume");
+    assert_eq!(b[0]["num_blocks"], 8192);
+    assert_eq!(
+        b[0]["supported_io_types"]["write"], false,
+        "snapshots are read-only"
+    );
+    let lv = &b[0]["driver_specific"]["lvol"];
+    assert_eq!(lv["snapshot"], true);
+    assert_eq!(lv["base_bdev"], "Malloc0");
+    let clones: Vec<&str> = lv["clones"]
+        .as_array()
+        .expect("clones")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(clones, ["lvol0", "clone0"]);
+    let b = rpc_json(&d, &["bdev_get_bdevs", "-b", &clone0]);
+    assert_eq!(b[0]["aliases"], json!(["lvs0/clone0"]));
+    assert_eq!(b[0]["driver_specific"]["lvol"]["base_snapshot"], "snap0");
+
+    // Export the clone over NVMe/TCP.
+    rpc(&d, &["nvmf_create_transport", "-t", "TCP"]);
+    let tr = rpc_json(&d, &["nvmf_get_transports"]);
+    assert_eq!(tr[0]["trtype"], "TCP");
+    rpc(
+        &d,
+        &[
+            "nvmf_create_subsystem",
+            NQN,
+            "-a",
+            "-s",
+            "SPDK00000000000001",
+            "-d",
+            "Thin",
+        ],
+    );
+    let port = d.port.to_string();
+    rpc(
+        &d,
+        &[
+            "nvmf_subsystem_add_listener",
+            NQN,
+            "-t",
+            "tcp",
+            "-a",
+            "127.0.0.1",
+            "-s",
+            &port,
+        ],
+    );
+    rpc(&d, &["nvmf_subsystem_add_ns", NQN, "lvs0/clone0"]);
+    rpc(
+        &d,
+        &[
+            "nvmf_subsystem_add_host",
+            NQN,
+            "nqn.2014-08.org.nvmexpress:uuid:host1",
+        ],
+    );
+    let subs = rpc_json(&d, &["nvmf_get_subsystems"]);
+    assert_eq!(subs[0]["subtype"], "Discovery");
+    let sub = &subs[1];
+    assert_eq!(sub["nqn"], NQN);
+    assert_eq!(sub["serial_number"], "SPDK00000000000001");
+    assert_eq!(
+        sub["listen_addresses"],
+        json!([{"trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": port}])
+    );
+    assert_eq!(sub["namespaces"][0]["nsid"], 1);
+    assert_eq!(sub["namespaces"][0]["bdev_name"], clone0.as_str());
+    assert_eq!(sub["namespaces"][0]["uuid"], clone0.as_str());
+    assert_eq!(
+        sub["hosts"][0]["nqn"],
+        "nqn.2014-08.org.nvmexpress:uuid:host1"
+    );
+    let b = rpc_json(&d, &["bdev_get_bdevs", "-b", "lvs0/clone0"]);
+    assert_eq!(b[0]["claimed"], true);
+
+    // Bad input gets SPDK's codes and messages.
+    assert_eq!(
+        rpc_err(&d, &["bdev_lvol_snapshot", "lvs0/snap0", "snap1"]),
+        (-32602, "Invalid argument".into()),
+        "a snapshot cannot be snapshotted"
+    );
+    assert_eq!(
+        rpc_err(&d, &["bdev_lvol_snapshot", "lvs0/nope", "snap1"]),
+        (-19, "No such device".into())
+    );
+    assert_eq!(
+        rpc_err(&d, &["bdev_lvol_create", "-l", "lvs0", "-t", "lvol0", "4"]),
+        (-17, "File exists".into())
+    );
+    assert_eq!(
+        rpc_err(&d, &["bdev_lvol_clone", "lvs0/snap0", "lvol0"]),
+        (-32602, "File exists".into())
+    );
+    assert_eq!(
+        rpc_err(&d, &["bdev_lvol_get_lvstores", "-l", "nope"]),
+        (-19, "No such device".into())
+    );
+    assert_eq!(
+        rpc_err(&d, &["bdev_lvol_create_lvstore", "Malloc0", "again"]),
+        (-1, "Operation not permitted".into()),
+        "the base bdev is claimed"
+    );
+    assert_eq!(
+        rpc_err(&d, &["bdev_malloc_create", "-b", "Malloc0", "8", "4096"]),
+        (-17, "File exists".into())
+    );
+    assert_eq!(
+        rpc_err(&d, &["nvmf_subsystem_add_ns", NQN, "Malloc0"]),
+        (-32602, "Invalid parameters".into()),
+        "an lvstore's base bdev cannot be exported"
+    );
+    assert_eq!(
+        rpc_err(&d, &["nvmf_get_subsystems", "nqn.2016-06.io.spdk:none"]),
+        (
+            -32602,
+            "Subsystem with NQN 'nqn.2016-06.io.spdk:none' not found".into()
+        )
+    );
+    assert_eq!(
+        rpc_err(&d, &["nvmf_create_transport", "-t", "TCP"]),
+        (-32603, "Transport type 'TCP' already exists".into())
+    );
+    assert_eq!(
+        rpc_err(&d, &["nvmf_create_transport", "-t", "RDMA"]),
+        (-32602, "Invalid transport type 'RDMA'".into())
+    );
+    assert_eq!(
+        rpc_err(&d, &["nvmf_create_subsystem", NQN]),
+        (-32603, format!("Unable to create subsystem {NQN}"))
+    );
+    assert_eq!(
+        rpc_err(&d, &["bdev_lvol_resize", "lvs0/snap0", "64"]),
+        (-32602, "Operation not permitted".into())
+    );
+
+    // Resize the exported clone (the namespace follows), then take everything down.
+    rpc(&d, &["bdev_lvol_resize", "lvs0/clone0", "48"]);
+    let b = rpc_json(&d, &["bdev_get_bdevs", "-b", "lvs0/clone0"]);
+    assert_eq!(b[0]["num_blocks"], 12288);
+    rpc(
+        &d,
+        &[
+            "nvmf_subsystem_remove_host",
+            NQN,
+            "nqn.2014-08.org.nvmexpress:uuid:host1",
+        ],
+    );
+    rpc(&d, &["nvmf_subsystem_remove_ns", NQN, "1"]);
+    let subs = rpc_json(&d, &["nvmf_get_subsystems", NQN]);
+    assert_eq!(subs[0]["namespaces"], json!([]));
+    rpc(&d, &["nvmf_delete_subsystem", NQN]);
+    rpc(&d, &["bdev_lvol_delete", "lvs0/snap0"]);
+    let lvols = rpc_json(&d, &["bdev_lvol_get_lvols", "-l", "lvs0"]);
+    assert_eq!(lvol(&lvols, "clone0")["is_clone"], false, "parent deleted");
+    rpc(&d, &["bdev_lvol_delete", &clone0]);
+    rpc(&d, &["bdev_lvol_delete", "lvs0/lvol0"]);
+    let s0 = rpc_json(&d, &["bdev_lvol_get_lvstores", "-l", "lvs0"]);
+    assert_eq!(s0[0]["free_clusters"], 16);
+    rpc(&d, &["bdev_lvol_delete_lvstore", "-l", "lvs0"]);
+    rpc(&d, &["bdev_malloc_delete", "Malloc0"]);
+    rpc(&d, &["bdev_aio_delete", "Aio0"]);
+    assert_eq!(
+        rpc_err(&d, &["bdev_malloc_delete", "Malloc0"]),
+        (-19, "No such device".into())
+    );
+    assert_eq!(rpc_json(&d, &["bdev_get_bdevs"]), json!([]));
+
+    raw_socket_framing(&d.sock);
+
+    rpc(&d, &["spdk_kill_instance", "SIGTERM"]);
+    let mut d = d;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(st) = d.child.try_wait().expect("wait") {
+            assert!(st.success(), "daemon exit status {st}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "daemon did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!d.sock.exists(), "socket removed at shutdown");
+    eprintln!("spdk_rpc scenario: {:?}", t0.elapsed());
+}
+
+/// Reads one response line.
+fn read_line(s: &mut UnixStream) -> Value {
+    let mut buf = Vec::new();
+    let mut b = [0u8; 1];
+    while s.read(&mut b).expect("read") == 1 && b[0] != b'\n' {
+        buf.push(b[0]);
+    }
+    assert!(buf.is_ascii(), "responses are ASCII");
+    serde_json::from_slice(&buf).expect("JSON response")
+}
+
+fn raw_socket_framing(sock: &Path) {
+    let mut s = UnixStream::connect(sock).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    // One request split over several writes, then two requests in one write.
+    let req = br#"{"jsonrpc": "2.0", "method": "framework_wait_init", "id": 1}"#;
+    s.write_all(&req[..10]).expect("write");
+    std::thread::sleep(Duration::from_millis(100));
+    s.write_all(&req[10..]).expect("write");
+    assert_eq!(
+        read_line(&mut s),
+        json!({"jsonrpc": "2.0", "id": 1, "result": true})
+    );
+    s.write_all(
+        br#"{"jsonrpc":"2.0","method":"nope","id":2}{"jsonrpc":"2.0","method":"bdev_get_bdevs","id":3,"params":{"nam":1}}"#,
+    )
+    .expect("write");
+    assert_eq!(
+        read_line(&mut s)["error"],
+        json!({"code": -32601, "message": "Method not found"})
+    );
+    assert_eq!(
+        read_line(&mut s)["error"],
+        json!({"code": -32603, "message": "spdk_json_decode_object failed"})
+    );
+    // A batch; a non-ASCII name comes back escaped.
+    s.write_all(
+        r#"[{"jsonrpc":"2.0","method":"framework_wait_init","id":4},
+            {"jsonrpc":"2.0","method":"bdev_get_bdevs","id":5,"params":{"name":"é"}}]"#
+            .as_bytes(),
+    )
+    .expect("write");
+    let v = read_line(&mut s);
+    assert_eq!(v[0]["result"], true);
+    assert_eq!(v[1]["error"]["code"], -19);
+    // Malformed JSON: parse error, then the connection closes.
+    s.write_all(b"{\"jsonrpc\" 2.0}").expect("write");
+    assert_eq!(
+        read_line(&mut s),
+        json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32700, "message": "Parse error"}})
+    );
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).expect("read to EOF");
+    assert!(rest.is_empty());
+}
+
+/// Stops the daemon through `spdk_kill_instance` and waits for a clean exit.
+fn kill(mut d: Daemon) {
+    rpc(&d, &["spdk_kill_instance", "SIGINT"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d.child.try_wait().expect("wait").is_none() {
+        assert!(Instant::now() < deadline, "daemon did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn save_config_and_restart_bring_back_lvstore_lvols_and_exports() {
+    let dir = ScratchDir::new("spdk-rpc-restart").expect("temp dir");
+    let img = dir.path().join("pool.img");
+    std::fs::File::create(&img)
+        .and_then(|f| f.set_len(128 << 20))
+        .expect("aio image");
+    let img_s = img.to_str().expect("utf-8 path");
+
+    let d = start_at(dir.path(), "a.sock");
+    rpc(&d, &["bdev_aio_create", img_s, "Aio0", "4096"]);
+    let lvs = rpc(
+        &d,
+        &["bdev_lvol_create_lvstore", "Aio0", "lvs0", "-c", "1048576"],
+    );
+    let base = rpc(&d, &["bdev_lvol_create", "-l", "lvs0", "-t", "base", "16"]);
+    let snap = rpc(&d, &["bdev_lvol_snapshot", "lvs0/base", "snap"]);
+    let clone = rpc(&d, &["bdev_lvol_clone", "lvs0/snap", "c0"]);
+    rpc(&d, &["bdev_lvol_rename", "lvs0/c0", "clone"]);
+    rpc(&d, &["bdev_lvol_rename_lvstore", "lvs0", "pool"]);
+    assert_eq!(
+        rpc_err(&d, &["bdev_lvol_rename_lvstore", "lvs0", "x"]),
+        (-2, "Lvol store lvs0 not found".into())
+    );
+    assert_eq!(
+        rpc_err(&d, &["bdev_lvol_decouple_parent", "pool/snap"]),
+        (-32602, "Invalid argument".into())
+    );
+    let thick = rpc(&d, &["bdev_lvol_create", "-l", "pool", "-t", "solo", "4"]);
+    rpc(&d, &["bdev_lvol_inflate", "pool/solo"]);
+    rpc(&d, &["nvmf_create_transport", "-t", "TCP"]);
+    rpc(&d, &["nvmf_create_subsystem", NQN, "-a"]);
+    rpc(&d, &["nvmf_subsystem_add_ns", NQN, "pool/clone"]);
+    let cfg = rpc_json(&d, &["save_config"]);
+    let bdev_cfg = &cfg["subsystems"][0];
+    assert_eq!(bdev_cfg["subsystem"], "bdev");
+    assert_eq!(bdev_cfg["config"][0]["method"], "bdev_aio_create");
+    assert_eq!(bdev_cfg["config"][0]["params"]["filename"], img_s);
+    assert_eq!(bdev_cfg["config"][1]["method"], "bdev_wait_for_examine");
+    let nv = cfg["subsystems"][1]["config"]
+        .as_array()
+        .expect("nvmf config");
+    let ns = nv
+        .iter()
+        .find(|e| e["method"] == "nvmf_subsystem_add_ns")
+        .expect("add_ns entry");
+    assert_eq!(ns["params"]["namespace"]["bdev_name"], clone.as_str());
+    let cfg_path = dir.path().join("config.json");
+    std::fs::write(&cfg_path, cfg.to_string()).expect("write config");
+    kill(d);
+
+    // A new daemon: load_config replays the config; the aio bdev brings the lvstore back.
+    let d = start_at(dir.path(), "b.sock");
+    rpc(
+        &d,
+        &["load_config", "-j", cfg_path.to_str().expect("utf-8")],
+    );
+    let stores = rpc_json(&d, &["bdev_lvol_get_lvstores"]);
+    assert_eq!(stores[0]["uuid"], lvs.as_str());
+    assert_eq!(stores[0]["name"], "pool");
+    assert_eq!(stores[0]["cluster_size"], 1048576);
+    let lvols = rpc_json(&d, &["bdev_lvol_get_lvols"]);
+    assert_eq!(lvol(&lvols, "base")["uuid"], base.as_str());
+    assert_eq!(lvol(&lvols, "base")["is_clone"], true);
+    assert_eq!(lvol(&lvols, "snap")["uuid"], snap.as_str());
+    assert_eq!(lvol(&lvols, "snap")["is_snapshot"], true);
+    assert_eq!(lvol(&lvols, "clone")["uuid"], clone.as_str());
+    assert_eq!(lvol(&lvols, "clone")["alias"], "pool/clone");
+    let solo = lvol(&lvols, "solo");
+    assert_eq!(solo["uuid"], thick.as_str());
+    assert_eq!(solo["is_thin_provisioned"], false, "inflated");
+    assert_eq!(solo["num_allocated_clusters"], 4);
+    let b = rpc_json(&d, &["bdev_get_bdevs", "-b", "pool/snap"]);
+    assert_eq!(
+        b[0]["supported_io_types"]["write"], false,
+        "still read-only"
+    );
+    let subs = rpc_json(&d, &["nvmf_get_subsystems", NQN]);
+    assert_eq!(subs[0]["namespaces"][0]["bdev_name"], clone.as_str());
+    // Decouple the clone (metadata only in dm-thin), then it is no clone any more.
+    rpc(&d, &["bdev_lvol_decouple_parent", "pool/clone"]);
+    let lvols = rpc_json(&d, &["bdev_lvol_get_lvols", "-l", "pool"]);
+    assert_eq!(lvol(&lvols, "clone")["is_clone"], false);
+    kill(d);
+}

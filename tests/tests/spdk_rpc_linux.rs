@@ -1,0 +1,188 @@
+//! An export built entirely through SPDK's `spdk-rpc` serves the Linux NVMe/TCP host: an aio
+//! bdev → lvstore → thin lvol exported as namespace 1; the guest writes a pattern; a
+//! snapshot and a writable clone of it are made through RPC and the clone is added as
+//! namespace 2; a second guest reads the pattern from both, overwrites the clone, and the
+//! origin keeps its data (copy-on-write through dm-thin block sharing).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use e2e_tests::qemu::Guest;
+use e2e_tests::{ours, ScratchDir};
+use serde_json::Value;
+
+const NQN: &str = "nqn.2016-06.io.spdk:cnode1";
+
+struct Daemon {
+    child: Child,
+    sock: PathBuf,
+    port: u16,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_at(dir: &Path, sock_name: &str) -> Daemon {
+    let sock = dir.join(sock_name);
+    let mut child = Command::new(ours::target_bin())
+        .args(["--no-default-pool", "--listen", "127.0.0.1:0", "-r"])
+        .arg(&sock)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start nvmf-target");
+    let out = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(out).lines();
+    let port = loop {
+        let line = lines.next().expect("daemon output").expect("read stdout");
+        if let Some(addr) = line.strip_prefix("listening on ") {
+            break addr
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .expect("port");
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Daemon { child, sock, port }
+}
+
+/// Runs `spdk-rpc -s SOCK args…`; returns (exit status, stdout).
+fn rpc_raw(d: &Daemon, args: &[&str]) -> (i32, String) {
+    let out = Command::new("spdk-rpc")
+        .arg("-s")
+        .arg(&d.sock)
+        .args(args)
+        .output()
+        .expect("run spdk-rpc (scripts/setup.sh installs it: python3 -m pip install spdk)");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// A successful call; its stdout.
+fn rpc(d: &Daemon, args: &[&str]) -> String {
+    let (rc, out) = rpc_raw(d, args);
+    assert_eq!(rc, 0, "spdk-rpc {args:?} failed:\n{out}");
+    out.trim().to_owned()
+}
+
+fn rpc_json(d: &Daemon, args: &[&str]) -> Value {
+    let out = rpc(d, args);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("spdk-rpc {args:?}: {e}\n{out}"))
+}
+
+fn connect(port: u16) -> String {
+    format!(
+        "set -e\nnvme connect -t tcp -a 10.0.2.2 -s {port} -n {NQN}\n\
+         i=0; while [ ! -b /dev/nvme0n1 ]; do i=$((i+1)); [ $i -lt 100 ] || exit 2; sleep 0.1; done\n\
+         awk 'BEGIN {{ for (i = 0; i < 32768; i++) printf \"%063d\\n\", i }}' > pat\n\
+         tr 0 7 < pat > pat2\n"
+    )
+}
+
+#[test]
+fn linux_host_reads_and_writes_volumes_exported_through_spdk_rpc() {
+    let dir = ScratchDir::new("spdk-rpc-linux").expect("temp dir");
+    let img = dir.path().join("pool.img");
+    std::fs::File::create(&img)
+        .and_then(|f| f.set_len(256 << 20))
+        .expect("aio image");
+    let d = start_at(dir.path(), "t.sock");
+    rpc(
+        &d,
+        &[
+            "bdev_aio_create",
+            img.to_str().expect("utf-8"),
+            "Aio0",
+            "4096",
+        ],
+    );
+    rpc(
+        &d,
+        &["bdev_lvol_create_lvstore", "Aio0", "lvs0", "-c", "65536"],
+    );
+    rpc(&d, &["bdev_lvol_create", "-l", "lvs0", "-t", "vol", "64"]);
+    rpc(&d, &["nvmf_create_transport", "-t", "TCP"]);
+    rpc(&d, &["nvmf_create_subsystem", NQN, "-a", "-s", "THIN0001"]);
+    let port = d.port.to_string();
+    rpc(
+        &d,
+        &[
+            "nvmf_subsystem_add_listener",
+            NQN,
+            "-t",
+            "tcp",
+            "-a",
+            "127.0.0.1",
+            "-s",
+            &port,
+        ],
+    );
+    rpc(&d, &["nvmf_subsystem_add_ns", NQN, "lvs0/vol"]);
+
+    let first = format!(
+        "{}\
+         dd if=pat of=/dev/nvme0n1 bs=1M count=2 oflag=direct 2>/dev/null\n\
+         nvme flush /dev/nvme0n1 -n 1\n\
+         nvme disconnect -n {NQN}\n\
+         echo first-done\n",
+        connect(d.port)
+    );
+    let run = Guest::new()
+        .network(true)
+        .script(first)
+        .timeout(Duration::from_secs(150))
+        .run()
+        .expect("guest runs");
+    run.assert_success();
+    assert!(run.stdout.contains("first-done"), "{}", run.report());
+    let lvols = rpc_json(&d, &["bdev_lvol_get_lvols"]);
+    assert_eq!(
+        lvols[0]["num_allocated_clusters"], 32,
+        "2 MiB in 64 KiB clusters"
+    );
+
+    rpc(&d, &["bdev_lvol_snapshot", "lvs0/vol", "snap"]);
+    rpc(&d, &["bdev_lvol_clone", "lvs0/snap", "clone"]);
+    rpc(&d, &["nvmf_subsystem_add_ns", NQN, "lvs0/clone"]);
+
+    let second = format!(
+        "{}\
+         i=0; while [ ! -b /dev/nvme0n2 ]; do i=$((i+1)); [ $i -lt 100 ] || exit 3; sleep 0.1; done\n\
+         dd if=/dev/nvme0n1 of=a bs=1M count=2 iflag=direct 2>/dev/null; cmp pat a\n\
+         dd if=/dev/nvme0n2 of=b bs=1M count=2 iflag=direct 2>/dev/null; cmp pat b\n\
+         dd if=pat2 of=/dev/nvme0n2 bs=4k seek=3 count=100 oflag=direct 2>/dev/null\n\
+         nvme flush /dev/nvme0n2 -n 2\n\
+         dd if=/dev/nvme0n1 of=a bs=1M count=2 iflag=direct 2>/dev/null; cmp pat a\n\
+         dd if=/dev/nvme0n2 of=c bs=4k skip=3 count=100 iflag=direct 2>/dev/null\n\
+         head -c 409600 pat2 | cmp - c\n\
+         nvme disconnect -n {NQN}\n\
+         echo second-done\n",
+        connect(d.port)
+    );
+    let run = Guest::new()
+        .network(true)
+        .script(second)
+        .timeout(Duration::from_secs(150))
+        .run()
+        .expect("guest runs");
+    run.assert_success();
+    assert!(run.stdout.contains("second-done"), "{}", run.report());
+    let lvols = rpc_json(&d, &["bdev_lvol_get_lvols"]);
+    let clone = lvols
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|l| l["name"] == "clone")
+        .expect("clone");
+    assert!(clone["num_allocated_clusters"].as_u64().expect("count") >= 7);
+    rpc(&d, &["spdk_kill_instance", "SIGTERM"]);
+}
