@@ -184,34 +184,27 @@ fn serve_conn(mut s: UnixStream, h: &dyn Handler, stop: &AtomicBool) {
     }
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
+    let mut input_len = 0;
     loop {
-        loop {
-            match next_value(&mut buf) {
-                Next::Value(v) => {
-                    let (resp, methods) = handle_value(v, h);
-                    if let Some(r) = resp {
-                        if write_line(&mut s, &r).is_err() {
-                            return;
-                        }
-                    }
-                    for m in methods {
-                        h.after_response(&m);
-                    }
-                }
-                Next::NeedMore => break,
-                Next::Malformed => {
-                    let _ = write_line(&mut s, &parse_error());
-                    return;
-                }
+        let step = process_bytes(&mut buf, &chunk[..input_len], h);
+        for line in &step.responses {
+            let mut l = String::with_capacity(line.len() + 1);
+            l.push_str(line);
+            l.push('\n');
+            if s.write_all(l.as_bytes()).and_then(|()| s.flush()).is_err() {
+                return;
             }
         }
-        if buf.len() > MAX_REQUEST_BYTES {
-            let _ = write_line(&mut s, &parse_error());
+        for m in &step.methods {
+            h.after_response(m);
+        }
+        if !step.keep_open {
             return;
         }
+        input_len = 0;
         match s.read(&mut chunk) {
             Ok(0) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Ok(n) => input_len = n,
             Err(e)
                 if matches!(
                     e.kind(),
@@ -227,6 +220,51 @@ fn serve_conn(mut s: UnixStream, h: &dyn Handler, stop: &AtomicBool) {
             Err(_) => return,
         }
     }
+}
+
+/// What [`process_bytes`] produced.
+#[derive(Debug, Default)]
+pub struct Processed {
+    /// Responses, one ASCII JSON line each (without the newline), in request order.
+    pub responses: Vec<String>,
+    /// Methods whose responses are in `responses` or that were notifications, for
+    /// [`Handler::after_response`].
+    pub methods: Vec<String>,
+    /// `false` when the stream is malformed or a request is too large: close after answering.
+    pub keep_open: bool,
+}
+
+/// Feeds `input` (the next chunk of a connection's byte stream) into the connection buffer
+/// and answers every complete request in it, in order. The connection loop and the fuzz
+/// target share this.
+pub fn process_bytes(buf: &mut Vec<u8>, input: &[u8], h: &dyn Handler) -> Processed {
+    buf.extend_from_slice(input);
+    let mut out = Processed {
+        keep_open: true,
+        ..Processed::default()
+    };
+    loop {
+        match next_value(buf) {
+            Next::Value(v) => {
+                let (resp, methods) = handle_value(v, h);
+                if let Some(r) = resp {
+                    out.responses.push(ascii_json(&r));
+                }
+                out.methods.extend(methods);
+            }
+            Next::NeedMore => break,
+            Next::Malformed => {
+                out.responses.push(ascii_json(&parse_error()));
+                out.keep_open = false;
+                return out;
+            }
+        }
+    }
+    if buf.len() > MAX_REQUEST_BYTES {
+        out.responses.push(ascii_json(&parse_error()));
+        out.keep_open = false;
+    }
+    out
 }
 
 fn parse_error() -> Value {
@@ -321,13 +359,6 @@ fn handle_request(v: Value, h: &dyn Handler) -> (Option<Value>, Option<String>) 
 }
 
 /// Writes `v` compactly, non-ASCII escaped, followed by a newline.
-fn write_line(s: &mut UnixStream, v: &Value) -> std::io::Result<()> {
-    let mut line = ascii_json(v);
-    line.push('\n');
-    s.write_all(line.as_bytes())?;
-    s.flush()
-}
-
 /// Compact JSON with every non-ASCII character as a `\uXXXX` escape. serde_json only
 /// emits non-ASCII inside strings, so escaping each such character is always valid.
 pub fn ascii_json(v: &Value) -> String {
