@@ -41,7 +41,13 @@ pub fn dump<D: BlockDevice>(
         return Ok(());
     }
     let devices = reader.devices().map_err(|e| anyhow!("{e}"))?;
+    // A progress bar over devices on stderr, only when it is a terminal.
+    let bar = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        .then(|| indicatif::ProgressBar::new(devices.len() as u64));
     for (id, d) in devices {
+        if let Some(b) = &bar {
+            b.inc(1);
+        }
         if !opts.dev_ids.is_empty() && !opts.dev_ids.contains(&id) {
             continue;
         }
@@ -78,6 +84,9 @@ pub fn dump<D: BlockDevice>(
             }
         }
         out.device_e()?;
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
     }
     out.superblock_e()?;
     out.eof()?;
