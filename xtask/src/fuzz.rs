@@ -13,6 +13,7 @@ pub const TARGETS: &[&str] = &[
     "btree_node",
     "xml_restore",
     "pdu_stream",
+    "rpc_request",
 ];
 
 pub fn fuzz_smoke(args: &[String]) -> Result<()> {
