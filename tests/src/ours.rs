@@ -71,3 +71,50 @@ pub fn run(tool: &str, args: &[&std::ffi::OsStr]) -> ToolOutput {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
+
+/// A running `nvmf-target` daemon, killed (SIGKILL) when dropped.
+pub struct Daemon {
+    /// The process.
+    pub child: std::process::Child,
+    /// The NVMe/TCP port it listens on (it was started with `--listen 127.0.0.1:0`).
+    pub port: u16,
+}
+
+impl Daemon {
+    /// Starts the daemon with `--listen 127.0.0.1:0` plus `args`, and waits for the
+    /// `listening on ADDR` line to learn the port. Its stdout is drained in the background.
+    pub fn start(args: &[&std::ffi::OsStr]) -> Daemon {
+        use std::io::{BufRead, BufReader};
+        let mut child = Command::new(target_bin())
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start nvmf-target");
+        let out = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(out).lines();
+        let port = loop {
+            let line = lines
+                .next()
+                .expect("daemon printed its address")
+                .expect("read stdout");
+            if let Some(addr) = line.strip_prefix("listening on ") {
+                break addr
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .expect("port");
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Daemon { child, port }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

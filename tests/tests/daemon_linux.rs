@@ -5,8 +5,7 @@
 //! metadata passes Debian's `thin_check` and ours, `thin_dump` shows the volume's mappings, and
 //! the Linux kernel's own dm-thin, given the pool's files as disks, reads the same bytes.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use e2e_tests::qemu::Guest;
@@ -16,33 +15,9 @@ use thin_core::thin::check::{check, CheckOptions};
 
 const NQN: &str = "nqn.2026-11.io.thin:default";
 
-/// Starts the daemon on a free port; returns it and the port.
-fn start(dir: &std::path::Path) -> (Child, u16) {
-    let mut child = Command::new(ours::target_bin())
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start nvmf-target");
-    let out = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(out).lines();
-    let port = loop {
-        let line = lines
-            .next()
-            .expect("daemon printed its address")
-            .expect("read stdout");
-        if let Some(addr) = line.strip_prefix("listening on ") {
-            break addr
-                .rsplit(':')
-                .next()
-                .and_then(|p| p.parse().ok())
-                .expect("port");
-        }
-    };
-    // Keep draining stdout so the daemon never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, port)
+/// Starts the daemon on a free port with its default pool in `dir`.
+fn start(dir: &std::path::Path) -> ours::Daemon {
+    ours::Daemon::start(&["--data-dir".as_ref(), dir.as_os_str()])
 }
 
 fn connect(port: u16) -> String {
@@ -58,7 +33,8 @@ fn connect(port: u16) -> String {
 fn daemon_serves_the_default_volume_and_keeps_flushed_data_across_kill_9() {
     let dir = ScratchDir::new("daemon").expect("temp dir");
     let data = dir.path().join("nvmf-data");
-    let (mut d1, port) = start(&data);
+    let mut d1 = start(&data);
+    let port = d1.port;
     let first = format!(
         "{}\
          nvme id-ns $D | grep -E '^(nsze|nuse|nsfeat|dlfeat) '\n\
@@ -82,9 +58,10 @@ fn daemon_serves_the_default_volume_and_keeps_flushed_data_across_kill_9() {
     assert!(run.stdout.contains("nsfeat"), "{}", run.report());
 
     // SIGKILL: no final commit. Only what the flush committed may be relied on.
-    d1.kill().expect("kill -9");
-    let _ = d1.wait();
-    let (mut d2, port) = start(&data);
+    d1.child.kill().expect("kill -9");
+    let _ = d1.child.wait();
+    let mut d2 = start(&data);
+    let port = d2.port;
     let second = format!(
         "{}\
          dd if=$D of=back bs=1M skip=1 count=4 iflag=direct 2>/dev/null\n\
@@ -107,13 +84,13 @@ fn daemon_serves_the_default_volume_and_keeps_flushed_data_across_kill_9() {
     assert!(run.stdout.contains("second-done"), "{}", run.report());
 
     // Clean stop: SIGTERM, final commit.
-    let pid = d2.id().to_string();
+    let pid = d2.child.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .expect("kill")
         .success());
-    let status = d2.wait().expect("daemon exits");
+    let status = d2.child.wait().expect("daemon exits");
     assert!(status.success(), "daemon exit status {status}");
 
     let meta = data.join("pool.meta");

@@ -6,11 +6,11 @@
 //! `spdk_kill_instance` stops the daemon. A raw socket then checks framing: split and
 //! concatenated requests, batches, unknown methods, malformed JSON.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use e2e_tests::{ours, ScratchDir};
@@ -19,16 +19,9 @@ use serde_json::{json, Value};
 const NQN: &str = "nqn.2016-06.io.spdk:cnode1";
 
 struct Daemon {
-    child: Child,
+    inner: ours::Daemon,
     sock: PathBuf,
     port: u16,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn start(dir: &Path) -> Daemon {
@@ -37,27 +30,13 @@ fn start(dir: &Path) -> Daemon {
 
 fn start_at(dir: &Path, sock_name: &str) -> Daemon {
     let sock = dir.join(sock_name);
-    let mut child = Command::new(ours::target_bin())
-        .args(["--no-default-pool", "--listen", "127.0.0.1:0", "-r"])
-        .arg(&sock)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start nvmf-target");
-    let out = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(out).lines();
-    let port = loop {
-        let line = lines.next().expect("daemon output").expect("read stdout");
-        if let Some(addr) = line.strip_prefix("listening on ") {
-            break addr
-                .rsplit(':')
-                .next()
-                .and_then(|p| p.parse().ok())
-                .expect("port");
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    Daemon { child, sock, port }
+    let inner = ours::Daemon::start(&[
+        "--no-default-pool".as_ref(),
+        "-r".as_ref(),
+        sock.as_os_str(),
+    ]);
+    let port = inner.port;
+    Daemon { inner, sock, port }
 }
 
 /// Runs `spdk-rpc -s SOCK args…`; returns (exit status, stdout).
@@ -377,7 +356,7 @@ fn spdk_rpc_builds_pools_volumes_snapshots_and_exports() {
     let mut d = d;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if let Some(st) = d.child.try_wait().expect("wait") {
+        if let Some(st) = d.inner.child.try_wait().expect("wait") {
             assert!(st.success(), "daemon exit status {st}");
             break;
         }
@@ -449,7 +428,7 @@ fn raw_socket_framing(sock: &Path) {
 fn kill(mut d: Daemon) {
     rpc(&d, &["spdk_kill_instance", "SIGINT"]);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while d.child.try_wait().expect("wait").is_none() {
+    while d.inner.child.try_wait().expect("wait").is_none() {
         assert!(Instant::now() < deadline, "daemon did not stop");
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -4,9 +4,8 @@
 //! namespace 2; a second guest reads the pattern from both, overwrites the clone, and the
 //! origin keeps its data (copy-on-write through dm-thin block sharing).
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use e2e_tests::qemu::Guest;
@@ -16,41 +15,25 @@ use serde_json::Value;
 const NQN: &str = "nqn.2016-06.io.spdk:cnode1";
 
 struct Daemon {
-    child: Child,
+    /// Kept for its Drop (kills the daemon).
+    _inner: ours::Daemon,
     sock: PathBuf,
     port: u16,
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start_at(dir: &Path, sock_name: &str) -> Daemon {
     let sock = dir.join(sock_name);
-    let mut child = Command::new(ours::target_bin())
-        .args(["--no-default-pool", "--listen", "127.0.0.1:0", "-r"])
-        .arg(&sock)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start nvmf-target");
-    let out = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(out).lines();
-    let port = loop {
-        let line = lines.next().expect("daemon output").expect("read stdout");
-        if let Some(addr) = line.strip_prefix("listening on ") {
-            break addr
-                .rsplit(':')
-                .next()
-                .and_then(|p| p.parse().ok())
-                .expect("port");
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    Daemon { child, sock, port }
+    let inner = ours::Daemon::start(&[
+        "--no-default-pool".as_ref(),
+        "-r".as_ref(),
+        sock.as_os_str(),
+    ]);
+    let port = inner.port;
+    Daemon {
+        _inner: inner,
+        sock,
+        port,
+    }
 }
 
 /// Runs `spdk-rpc -s SOCK args…`; returns (exit status, stdout).
