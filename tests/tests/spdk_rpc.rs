@@ -142,7 +142,8 @@ fn spdk_rpc_builds_pools_volumes_snapshots_and_exports() {
     let stores = rpc_json(&d, &["bdev_lvol_get_lvstores"]);
     assert_eq!(stores[0]["uuid"], lvs0.as_str());
     assert_eq!(stores[0]["cluster_size"], 4 << 20);
-    assert_eq!(stores[0]["total_data_clusters"], 16);
+    // 64 MiB less two label copies (2 MiB) and the dm-thin metadata region (8 MiB).
+    assert_eq!(stores[0]["total_data_clusters"], 13);
     assert_eq!(stores[1]["uuid"], lvs1.as_str());
     assert_eq!(stores[1]["base_bdev"], "Aio0");
     let b = rpc_json(&d, &["bdev_get_bdevs", "-b", "Malloc0"]);
@@ -153,9 +154,11 @@ fn spdk_rpc_builds_pools_volumes_snapshots_and_exports() {
     let lvol0 = rpc(&d, &["bdev_lvol_create", "-l", "lvs0", "-t", "lvol0", "32"]);
     let thick = rpc(&d, &["bdev_lvol_create", "-l", "lvs1", "thick0", "1"]);
     let s1 = rpc_json(&d, &["bdev_lvol_get_lvstores", "-l", "lvs1"]);
+    // 256 MiB less 2 MiB of labels and 8.07 MiB of metadata, rounded up to 11 MiB.
+    assert_eq!(s1[0]["total_data_clusters"], (256 - 11) * 16);
     assert_eq!(
         s1[0]["free_clusters"],
-        4096 - 16,
+        (256 - 11) * 16 - 16,
         "a thick lvol takes its clusters"
     );
     let snap0 = rpc(&d, &["bdev_lvol_snapshot", "lvs0/lvol0", "snap0"]);
@@ -340,7 +343,7 @@ fn spdk_rpc_builds_pools_volumes_snapshots_and_exports() {
     rpc(&d, &["bdev_lvol_delete", &clone0]);
     rpc(&d, &["bdev_lvol_delete", "lvs0/lvol0"]);
     let s0 = rpc_json(&d, &["bdev_lvol_get_lvstores", "-l", "lvs0"]);
-    assert_eq!(s0[0]["free_clusters"], 16);
+    assert_eq!(s0[0]["free_clusters"], 13);
     rpc(&d, &["bdev_lvol_delete_lvstore", "-l", "lvs0"]);
     rpc(&d, &["bdev_malloc_delete", "Malloc0"]);
     rpc(&d, &["bdev_aio_delete", "Aio0"]);
@@ -424,6 +427,39 @@ fn raw_socket_framing(sock: &Path) {
     assert!(rest.is_empty());
 }
 
+/// Checks an lvstore image: label copies at 0 and 1 MiB (one valid at least), no sibling
+/// files, and the metadata region (at 2 MiB, length from the label) passes Debian's
+/// `thin_check`.
+fn check_lvstore_image(img: &Path, scratch: &Path) {
+    let bytes = std::fs::read(img).expect("read image");
+    let slot = |i: usize| &bytes[i << 20..(i << 20) + 64];
+    let labels: Vec<&[u8]> = (0..2)
+        .map(slot)
+        .filter(|h| &h[..8] == b"RTNLVS01")
+        .collect();
+    assert!(!labels.is_empty(), "no lvstore label in {}", img.display());
+    let le = |h: &[u8], at: usize| u64::from_le_bytes(h[at..at + 8].try_into().expect("8 bytes"));
+    let h = labels[0];
+    let (meta_off, meta_len) = (le(h, 24) as usize, le(h, 32) as usize);
+    assert_eq!(meta_off, 2 << 20);
+    let region = scratch.join("carved.meta");
+    std::fs::write(&region, &bytes[meta_off..meta_off + meta_len]).expect("carve");
+    let out = e2e_tests::debian::thin_check(&region)
+        .expect("Debian thin_check (apt-get install thin-provisioning-tools)");
+    assert!(
+        out.success(),
+        "thin_check on the lvstore's metadata region: {out:?}"
+    );
+    std::fs::remove_file(&region).expect("remove carved metadata");
+    let siblings: Vec<_> = std::fs::read_dir(img.parent().expect("parent"))
+        .expect("list")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("pool.img") && n != "pool.img")
+        .collect();
+    assert!(siblings.is_empty(), "files beside the image: {siblings:?}");
+}
+
 /// Stops the daemon through `spdk_kill_instance` and waits for a clean exit.
 fn kill(mut d: Daemon) {
     rpc(&d, &["spdk_kill_instance", "SIGINT"]);
@@ -484,6 +520,10 @@ fn save_config_and_restart_bring_back_lvstore_lvols_and_exports() {
     let cfg_path = dir.path().join("config.json");
     std::fs::write(&cfg_path, cfg.to_string()).expect("write config");
     kill(d);
+
+    // The lvstore is self-describing: two labels, then dm-thin metadata Debian accepts, in
+    // the one file; nothing beside it.
+    check_lvstore_image(&img, dir.path());
 
     // A new daemon: load_config replays the config; the aio bdev brings the lvstore back.
     let d = start_at(dir.path(), "b.sock");

@@ -76,6 +76,11 @@ impl Bdev for FileBdev {
     fn uuid(&self) -> [u8; 16] {
         self.uuid
     }
+    fn rescan(&mut self) -> Result<u64, BdevError> {
+        let len = std::io::Seek::seek(&mut self.file, std::io::SeekFrom::End(0)).map_err(io)?;
+        self.num_blocks = len / u64::from(self.block_size);
+        Ok(self.num_blocks)
+    }
     fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), BdevError> {
         let off = self.offset(lba, buf.len())?;
         self.file.read_exact_at(buf, off).map_err(io)

@@ -7,6 +7,7 @@
 use thiserror::Error;
 
 pub mod file;
+pub mod lvs;
 pub mod malloc;
 pub mod thin;
 
@@ -62,6 +63,11 @@ pub trait Bdev: Send {
     /// Thin-provisioning figures, for thin bdevs.
     fn thin_info(&self) -> Option<ThinInfo> {
         None
+    }
+    /// Re-reads the device's size after it changed underneath (a grown file); returns
+    /// the number of blocks.
+    fn rescan(&mut self) -> Result<u64, BdevError> {
+        Ok(self.num_blocks())
     }
     /// Called by the reactor regularly with a monotonic time in milliseconds (periodic
     /// commits, out-of-space timeouts).

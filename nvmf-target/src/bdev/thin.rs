@@ -18,16 +18,15 @@
 //! reactor that owns the pool, so the mutex is never contended; it exists to make the
 //! volumes `Send` for the hand-over to that reactor.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use thin_core::file::FileDevice;
+use thin_core::block::{Block, BlockDevice, BlockError, BLOCK_SIZE};
 use thin_core::thin::{
     FormatOptions, OpenOptions as PoolOpenOptions, Pool, PoolError, PoolStats, WritePlan,
 };
 
+use super::file::FileBdev;
 use super::{check_range, Bdev, BdevError, ThinInfo};
 
 /// Metadata cache per pool, in 4 KiB blocks (16 MiB).
@@ -43,13 +42,101 @@ fn pool_err(e: PoolError) -> BdevError {
     }
 }
 
-fn io(e: std::io::Error) -> BdevError {
-    BdevError::Io(e.to_string())
+/// A byte range of a bdev: `len` bytes from `start`, or to the end of the device when
+/// `len` is `None` (a region that grows with the device).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    pub start: u64,
+    pub len: Option<u64>,
+}
+
+impl Region {
+    /// The whole device.
+    pub const WHOLE: Region = Region {
+        start: 0,
+        len: None,
+    };
+
+    fn bytes_on(&self, dev: &dyn Bdev) -> u64 {
+        let total = dev.num_blocks() * u64::from(dev.block_size());
+        let avail = total.saturating_sub(self.start);
+        self.len.map_or(avail, |l| l.min(avail))
+    }
+
+    fn check(&self, dev: &dyn Bdev, what: &str) -> Result<(), BdevError> {
+        if !self.start.is_multiple_of(BLOCK_SIZE as u64) {
+            return Err(BdevError::Io(format!(
+                "{what} region of {} does not start on a 4 KiB boundary",
+                dev.name()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The dm-thin metadata device: 4 KiB blocks in a region of a bdev. When the pool keeps its
+/// data on the same bdev, the data path reaches that bdev through [`MetaDev::bdev`].
+pub struct MetaDev {
+    bdev: Box<dyn Bdev>,
+    region: Region,
+    nr_blocks: u64,
+}
+
+impl MetaDev {
+    fn new(bdev: Box<dyn Bdev>, region: Region) -> Result<Self, BdevError> {
+        region.check(bdev.as_ref(), "metadata")?;
+        let nr_blocks = region.bytes_on(bdev.as_ref()) / BLOCK_SIZE as u64;
+        Ok(Self {
+            bdev,
+            region,
+            nr_blocks,
+        })
+    }
+
+    fn lba(&self, block: u64) -> Result<u64, BlockError> {
+        if block >= self.nr_blocks {
+            return Err(BlockError::OutOfRange {
+                block,
+                nr_blocks: self.nr_blocks,
+            });
+        }
+        Ok((self.region.start + block * BLOCK_SIZE as u64) / u64::from(self.bdev.block_size()))
+    }
+}
+
+fn block_io(e: &BdevError, err: BlockError) -> BlockError {
+    log::error!("metadata device: {e}");
+    err
+}
+
+impl BlockDevice for MetaDev {
+    fn nr_blocks(&self) -> u64 {
+        self.nr_blocks
+    }
+    fn read_block(&mut self, block: u64, buf: &mut Block) -> Result<(), BlockError> {
+        let lba = self.lba(block)?;
+        self.bdev
+            .read(lba, buf)
+            .map_err(|e| block_io(&e, BlockError::Read { block }))
+    }
+    fn write_block(&mut self, block: u64, buf: &Block) -> Result<(), BlockError> {
+        let lba = self.lba(block)?;
+        self.bdev
+            .write(lba, buf, false)
+            .map_err(|e| block_io(&e, BlockError::Write { block }))
+    }
+    fn flush(&mut self) -> Result<(), BlockError> {
+        self.bdev
+            .flush()
+            .map_err(|e| block_io(&e, BlockError::Flush))
+    }
 }
 
 struct Inner {
-    pool: Pool<FileDevice>,
-    data: File,
+    pool: Pool<MetaDev>,
+    /// The data bdev; `None` when the data lives on the metadata bdev.
+    data: Option<Box<dyn Bdev>>,
+    data_region: Region,
     block_bytes: u64,
     dirty: bool,
     last_commit_ms: u64,
@@ -58,8 +145,42 @@ struct Inner {
 }
 
 impl Inner {
+    fn data_dev(&mut self) -> &mut dyn Bdev {
+        match &mut self.data {
+            Some(d) => d.as_mut(),
+            None => self.pool.tm().cache.dev_mut().bdev.as_mut(),
+        }
+    }
+
+    /// Reads `buf.len()` bytes at byte `off` of data block `block`.
+    fn data_read(&mut self, block: u64, off: u64, buf: &mut [u8]) -> Result<(), BdevError> {
+        let pos = self.data_region.start + block * self.block_bytes + off;
+        let dev = self.data_dev();
+        let lba = pos / u64::from(dev.block_size());
+        dev.read(lba, buf)
+    }
+
+    /// Writes `data` at byte `off` of data block `block`.
+    fn data_write(&mut self, block: u64, off: u64, data: &[u8]) -> Result<(), BdevError> {
+        let pos = self.data_region.start + block * self.block_bytes + off;
+        let dev = self.data_dev();
+        let lba = pos / u64::from(dev.block_size());
+        dev.write(lba, data, false)
+    }
+
+    /// Data blocks the data region holds now.
+    fn data_blocks(&mut self) -> u64 {
+        let region = self.data_region;
+        let bb = self.block_bytes;
+        region.bytes_on(self.data_dev()) / bb
+    }
+
     fn commit(&mut self) -> Result<(), BdevError> {
-        self.data.sync_data().map_err(io)?;
+        // Data before the metadata that references it. Data on the metadata bdev is made
+        // durable by the commit's own flush, which precedes the superblock write.
+        if let Some(d) = &mut self.data {
+            d.flush()?;
+        }
         self.pool.commit().map_err(pool_err)?;
         self.dirty = false;
         Ok(())
@@ -76,36 +197,29 @@ impl Inner {
         let bb = self.block_bytes as usize;
         let plan = self.pool.prepare_write(id, vb).map_err(pool_err)?;
         let full = off == 0 && data.len() == bb;
-        let r = (|| -> Result<(), BdevError> {
-            match plan {
-                WritePlan::InPlace { data_block } => self
-                    .data
-                    .write_all_at(data, data_block * bb as u64 + off as u64)
-                    .map_err(io),
-                _ if full => self
-                    .data
-                    .write_all_at(data, plan.target() * bb as u64)
-                    .map_err(io),
-                WritePlan::Provision { data_block } => {
-                    self.scratch.clear();
-                    self.scratch.resize(bb, 0);
-                    self.scratch[off..off + data.len()].copy_from_slice(data);
-                    self.data
-                        .write_all_at(&self.scratch, data_block * bb as u64)
-                        .map_err(io)
-                }
-                WritePlan::BreakSharing { from, to } => {
-                    self.scratch.resize(bb, 0);
-                    self.data
-                        .read_exact_at(&mut self.scratch, from * bb as u64)
-                        .map_err(io)?;
-                    self.scratch[off..off + data.len()].copy_from_slice(data);
-                    self.data
-                        .write_all_at(&self.scratch, to * bb as u64)
-                        .map_err(io)
-                }
+        let r = match plan {
+            WritePlan::InPlace { data_block } => self.data_write(data_block, off as u64, data),
+            _ if full => self.data_write(plan.target(), 0, data),
+            WritePlan::Provision { data_block } => {
+                let mut scratch = std::mem::take(&mut self.scratch);
+                scratch.clear();
+                scratch.resize(bb, 0);
+                scratch[off..off + data.len()].copy_from_slice(data);
+                let r = self.data_write(data_block, 0, &scratch);
+                self.scratch = scratch;
+                r
             }
-        })();
+            WritePlan::BreakSharing { from, to } => {
+                let mut scratch = std::mem::take(&mut self.scratch);
+                scratch.resize(bb, 0);
+                let r = self.data_read(from, 0, &mut scratch).and_then(|()| {
+                    scratch[off..off + data.len()].copy_from_slice(data);
+                    self.data_write(to, 0, &scratch)
+                });
+                self.scratch = scratch;
+                r
+            }
+        };
         if let Err(e) = r {
             let _ = self.pool.abort_write(plan);
             return Err(e);
@@ -116,7 +230,8 @@ impl Inner {
     }
 }
 
-/// A thin pool shared by its volumes.
+/// A thin pool shared by its volumes: dm-thin metadata in a region of one bdev, data in a
+/// region of the same or another bdev.
 #[derive(Clone)]
 pub struct ThinPool {
     inner: Arc<Mutex<Inner>>,
@@ -133,14 +248,28 @@ fn lock(m: &Mutex<Inner>) -> Result<MutexGuard<'_, Inner>, BdevError> {
         .map_err(|_| BdevError::Io("pool state poisoned by an earlier panic".into()))
 }
 
-fn open_data(path: &Path) -> Result<(File, u64), BdevError> {
-    let mut f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(io)?;
-    let len = std::io::Seek::seek(&mut f, std::io::SeekFrom::End(0)).map_err(io)?;
-    Ok((f, len))
+/// The bdevs a pool gives back: metadata, and data when separate.
+pub type PoolBdevs = (Box<dyn Bdev>, Option<Box<dyn Bdev>>);
+
+/// Where a pool lives: the metadata bdev and region, and the data bdev (`None`: the
+/// metadata bdev) and region.
+pub struct PoolDevices {
+    pub meta: Box<dyn Bdev>,
+    pub meta_region: Region,
+    pub data: Option<Box<dyn Bdev>>,
+    pub data_region: Region,
+}
+
+impl PoolDevices {
+    /// Two whole files: metadata and data (a pool Linux dm-thin can activate as is).
+    pub fn files(meta: &Path, data: &Path) -> Result<Self, BdevError> {
+        Ok(Self {
+            meta: Box::new(FileBdev::open("thin-meta", meta, 4096, [0; 16])?),
+            meta_region: Region::WHOLE,
+            data: Some(Box::new(FileBdev::open("thin-data", data, 512, [0; 16])?)),
+            data_region: Region::WHOLE,
+        })
+    }
 }
 
 impl ThinPool {
@@ -152,25 +281,54 @@ impl ThinPool {
         data_block_sectors: u32,
         cache_blocks: usize,
     ) -> Result<Self, BdevError> {
-        let (data_file, len) = open_data(data)?;
+        Self::create_on(
+            PoolDevices::files(meta, data)?,
+            data_block_sectors,
+            cache_blocks,
+        )
+    }
+
+    /// Opens an existing pool in two files.
+    pub fn open(meta: &Path, data: &Path, cache_blocks: usize) -> Result<Self, BdevError> {
+        Self::open_on(PoolDevices::files(meta, data)?, cache_blocks)
+    }
+
+    fn check_data(devs: &PoolDevices) -> Result<(), BdevError> {
+        let d = devs.data.as_deref().unwrap_or(devs.meta.as_ref());
+        devs.data_region.check(d, "data")
+    }
+
+    /// Formats a pool on `devs`, filling the data region with blocks of
+    /// `data_block_sectors` sectors.
+    pub fn create_on(
+        devs: PoolDevices,
+        data_block_sectors: u32,
+        cache_blocks: usize,
+    ) -> Result<Self, BdevError> {
+        Self::check_data(&devs)?;
         let block_bytes = u64::from(data_block_sectors) * 512;
-        let dev = FileDevice::open(meta).map_err(io)?;
+        if block_bytes == 0 {
+            return Err(BdevError::Io("data block size 0".into()));
+        }
+        let d = devs.data.as_deref().unwrap_or(devs.meta.as_ref());
+        let nr_data_blocks = devs.data_region.bytes_on(d) / block_bytes;
+        let dev = MetaDev::new(devs.meta, devs.meta_region)?;
         let pool = Pool::format(
             dev,
             FormatOptions {
                 data_block_size: data_block_sectors,
-                nr_data_blocks: len / block_bytes,
+                nr_data_blocks,
                 cache_blocks,
             },
         )
         .map_err(pool_err)?;
-        Ok(Self::wrap(pool, data_file))
+        Ok(Self::wrap(pool, devs.data, devs.data_region))
     }
 
-    /// Opens an existing pool.
-    pub fn open(meta: &Path, data: &Path, cache_blocks: usize) -> Result<Self, BdevError> {
-        let (data_file, len) = open_data(data)?;
-        let dev = FileDevice::open(meta).map_err(io)?;
+    /// Opens an existing pool on `devs`.
+    pub fn open_on(devs: PoolDevices, cache_blocks: usize) -> Result<Self, BdevError> {
+        Self::check_data(&devs)?;
+        let dev = MetaDev::new(devs.meta, devs.meta_region)?;
         let mut pool = Pool::open(
             dev,
             PoolOpenOptions {
@@ -179,23 +337,24 @@ impl ThinPool {
             },
         )
         .map_err(pool_err)?;
-        let block_bytes = u64::from(pool.superblock().data_block_size) * 512;
         let nr = pool.stats().map_err(pool_err)?.nr_data_blocks;
-        if len / block_bytes < nr {
+        let me = Self::wrap(pool, devs.data, devs.data_region);
+        let have = lock(&me.inner)?.data_blocks();
+        if have < nr {
             return Err(BdevError::Io(format!(
-                "data device holds {} blocks, the pool expects {nr}",
-                len / block_bytes
+                "data device holds {have} blocks, the pool expects {nr}"
             )));
         }
-        Ok(Self::wrap(pool, data_file))
+        Ok(me)
     }
 
-    fn wrap(pool: Pool<FileDevice>, data: File) -> Self {
+    fn wrap(pool: Pool<MetaDev>, data: Option<Box<dyn Bdev>>, data_region: Region) -> Self {
         let block_bytes = u64::from(pool.superblock().data_block_size) * 512;
         ThinPool {
             inner: Arc::new(Mutex::new(Inner {
                 pool,
                 data,
+                data_region,
                 block_bytes,
                 dirty: false,
                 last_commit_ms: 0,
@@ -209,7 +368,7 @@ impl ThinPool {
     /// commits.
     pub fn with_pool<R>(
         &self,
-        f: impl FnOnce(&mut Pool<FileDevice>) -> Result<R, PoolError>,
+        f: impl FnOnce(&mut Pool<MetaDev>) -> Result<R, PoolError>,
     ) -> Result<R, BdevError> {
         let mut g = lock(&self.inner)?;
         let r = f(&mut g.pool).map_err(pool_err)?;
@@ -217,9 +376,37 @@ impl ThinPool {
         Ok(r)
     }
 
+    /// Runs `f` on the metadata bdev, outside the metadata region (labels).
+    pub fn with_meta_bdev<R>(&self, f: impl FnOnce(&mut dyn Bdev) -> R) -> Result<R, BdevError> {
+        let mut g = lock(&self.inner)?;
+        Ok(f(g.pool.tm().cache.dev_mut().bdev.as_mut()))
+    }
+
+    /// Takes the pool apart and gives its bdevs back (metadata, data), without a commit;
+    /// fails (giving the pool back) while volumes still use it.
+    pub fn into_bdevs(self) -> Result<PoolBdevs, Self> {
+        match Arc::try_unwrap(self.inner) {
+            Ok(m) => {
+                let inner = m.into_inner().unwrap_or_else(|p| p.into_inner());
+                Ok((inner.pool.into_device().bdev, inner.data))
+            }
+            Err(inner) => Err(ThinPool { inner }),
+        }
+    }
+
+    /// Whether volumes (or other handles) still share this pool.
+    pub fn in_use(&self) -> bool {
+        Arc::strong_count(&self.inner) > 1
+    }
+
     /// Pool statistics.
     pub fn stats(&self) -> Result<PoolStats, BdevError> {
         lock(&self.inner)?.pool.stats().map_err(pool_err)
+    }
+
+    /// Data block size in bytes.
+    pub fn block_bytes(&self) -> Result<u64, BdevError> {
+        Ok(lock(&self.inner)?.block_bytes)
     }
 
     /// Data blocks mapped by thin device `dev_id` (no commit: a read-only query).
@@ -229,11 +416,11 @@ impl ThinPool {
         Ok(d.mapped_blocks)
     }
 
-    /// Grows the pool to the data device's current size.
+    /// Grows the pool to the data device's current size (after the device grew).
     pub fn grow_to_data_device(&self) -> Result<u64, BdevError> {
         let mut g = lock(&self.inner)?;
-        let len = std::io::Seek::seek(&mut g.data, std::io::SeekFrom::End(0)).map_err(io)?;
-        let nr = len / g.block_bytes;
+        g.data_dev().rescan()?;
+        let nr = g.data_blocks();
         g.pool.grow_data(nr).map_err(pool_err)?;
         g.commit()?;
         Ok(nr)
@@ -253,21 +440,24 @@ impl ThinPool {
         lba_size: u32,
         uuid: [u8; 16],
     ) -> Result<ThinVolume, BdevError> {
-        let bb = lock(&self.inner)?.block_bytes;
-        if (lba_size != 512 && lba_size != 4096) || !bb.is_multiple_of(u64::from(lba_size)) {
+        let mut g = lock(&self.inner)?;
+        let bb = g.block_bytes;
+        let data_lba = u64::from(g.data_dev().block_size());
+        if (lba_size != 512 && lba_size != 4096)
+            || !bb.is_multiple_of(u64::from(lba_size))
+            || !u64::from(lba_size).is_multiple_of(data_lba)
+        {
             return Err(BdevError::Io(format!(
-                "LBA size {lba_size} does not divide the data block size"
+                "LBA size {lba_size} does not divide the data block size or is smaller than \
+                 the data device's blocks"
             )));
         }
-        if !lock(&self.inner)?
-            .pool
-            .device_exists(dev_id)
-            .map_err(pool_err)?
-        {
+        if !g.pool.device_exists(dev_id).map_err(pool_err)? {
             return Err(BdevError::Io(format!(
                 "thin device {dev_id} does not exist"
             )));
         }
+        drop(g);
         Ok(ThinVolume {
             pool: self.inner.clone(),
             name: name.into(),
@@ -381,16 +571,12 @@ impl Bdev for ThinVolume {
     }
     fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), BdevError> {
         let (start, end) = self.bytes(lba, self.blocks(buf.len())?)?;
-        let pieces: Vec<_> = self.pieces(start, end).collect();
         let mut g = lock(&self.pool)?;
         let mut at = 0usize;
-        for (vb, off, n) in pieces {
+        for (vb, off, n) in self.pieces(start, end) {
             let dst = &mut buf[at..at + n];
             match g.pool.lookup_data(self.dev_id, vb).map_err(pool_err)? {
-                Some(bt) => g
-                    .data
-                    .read_exact_at(dst, bt.block * g.block_bytes + off as u64)
-                    .map_err(io)?,
+                Some(bt) => g.data_read(bt.block, off as u64, dst)?,
                 None => dst.fill(0),
             }
             at += n;
@@ -399,10 +585,9 @@ impl Bdev for ThinVolume {
     }
     fn write(&mut self, lba: u64, data: &[u8], fua: bool) -> Result<(), BdevError> {
         let (start, end) = self.bytes(lba, self.blocks(data.len())?)?;
-        let pieces: Vec<_> = self.pieces(start, end).collect();
         let mut g = lock(&self.pool)?;
         let mut at = 0usize;
-        for (vb, off, n) in pieces {
+        for (vb, off, n) in self.pieces(start, end) {
             g.write_in_block(self.dev_id, vb, off, &data[at..at + n])?;
             at += n;
         }
@@ -443,6 +628,8 @@ impl Bdev for ThinVolume {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
+    use thin_core::file::FileDevice;
     use thin_core::thin::check::{check, CheckOptions};
 
     struct Tmp(std::path::PathBuf);

@@ -6,16 +6,16 @@
 //! subsystem moves it back. An lvstore is a dm-thin pool; its lvols are thin devices whose
 //! names, UUIDs, sizes, parent links and read-only flags live in the side table here.
 //!
-//! Deviations from SPDK (documented in `docs/rpc.md`): an lvstore keeps its dm-thin
-//! metadata outside the base bdev (aio: a sibling file `<filename>.thinmeta`; malloc: an
-//! anonymous memory file), so `total_data_clusters` is the whole base bdev; every listener
-//! serves every subsystem; removing a host does not disconnect its live controllers.
+//! An lvstore is self-describing (`bdev::lvs`): its base bdev holds two label copies with
+//! the side table, then the dm-thin metadata region, then the data clusters. Creating a
+//! base bdev examines it, as SPDK does, so an lvstore comes back with its bdev.
+//!
+//! Deviations from SPDK (documented in `docs/rpc.md`): every listener serves every
+//! subsystem; removing a host does not disconnect its live controllers.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -26,8 +26,9 @@ use super::params::{format_uuid, random_uuid, Params};
 use super::server::Handler;
 use super::{Errno, RpcError};
 use crate::bdev::file::FileBdev;
+use crate::bdev::lvs::{self, Label, LabelError, Layout};
 use crate::bdev::malloc::Malloc;
-use crate::bdev::thin::{ThinPool, ThinVolume, DEFAULT_CACHE_BLOCKS};
+use crate::bdev::thin::{PoolDevices, ThinPool, ThinVolume, DEFAULT_CACHE_BLOCKS};
 use crate::bdev::{Bdev, BdevError, ThinInfo};
 use crate::ctrlr::SubsystemConfig;
 use crate::TargetHandle;
@@ -135,10 +136,10 @@ struct Lvstore {
     cluster_bytes: u64,
     block_size: u32,
     lvols: Vec<Lvol>,
-    /// Anonymous files backing a malloc-based pool (kept open for the pool's lifetime).
-    _mem: Vec<File>,
-    /// Where the side table is persisted (aio lvstores: `<filename>.lvs.json`).
-    side: Option<PathBuf>,
+    layout: Layout,
+    /// Sequence number and side table of the newest label written.
+    label_seq: u64,
+    label_table: Vec<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -273,38 +274,16 @@ fn nguid_hex(uuid: &[u8; 16], nsid: u32) -> String {
     g.iter().map(|b| format!("{b:02X}")).collect()
 }
 
-fn memfile(name: &str, len: u64) -> Result<(File, PathBuf), RpcError> {
-    let fd = rustix::fs::memfd_create(name, rustix::fs::MemfdFlags::CLOEXEC)
-        .map_err(|e| RpcError::io(&std::io::Error::from(e)))?;
-    let f = File::from(fd);
-    f.set_len(len).map_err(|e| RpcError::io(&e))?;
-    let path = PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()));
-    Ok((f, path))
-}
-
 /// dm-thin metadata blocks for a pool of `nr_blocks` data blocks: the estimate
 /// (1 + 2·blocks/252 + thins) with room for 1000 thin devices, at least 4 MiB.
 fn metadata_blocks(nr_blocks: u64) -> u64 {
     (1 + 2 * nr_blocks / 252 + 1000).max(1024) * 2
 }
 
-const SIDE_MAGIC: &str = "rust-thin-nvmf lvstore side table v1";
+const TABLE_MAGIC: &str = "rust-thin-nvmf lvstore side table v1";
 
-fn side_path(filename: &str) -> PathBuf {
-    PathBuf::from(format!("{filename}.lvs.json"))
-}
-
-fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = PathBuf::from(format!("{}.tmp", path.display()));
-    let mut f = File::create(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+fn label_err(e: &LabelError) -> String {
+    e.to_string()
 }
 
 impl State {
@@ -648,6 +627,7 @@ impl State {
             dev: Some(Box::new(dev)),
             claim: Claim::None,
         });
+        self.examine(self.bases.len() - 1);
         Ok(json!(name))
     }
 
@@ -678,8 +658,6 @@ impl State {
         })?;
         let num_blocks = dev.num_blocks();
         info!("bdev {name}: aio on {filename}, {num_blocks} × {bs} B");
-        let examine = side_path(&filename).exists();
-        let fname = filename.clone();
         self.bases.push(Base {
             name: name.clone(),
             uuid,
@@ -695,40 +673,76 @@ impl State {
             dev: Some(Box::new(dev)),
             claim: Claim::None,
         });
-        if examine {
-            // As SPDK's examine: an lvstore on this bdev comes back before we answer.
-            if let Err(e) = self.load_lvstore(self.bases.len() - 1, &fname) {
-                warn!("bdev {name}: lvstore not loaded: {e}");
-            }
-        }
+        self.examine(self.bases.len() - 1);
         Ok(json!(name))
     }
 
-    /// Loads the lvstore whose side table sits next to `filename`, reconciling it with the
-    /// pool metadata: rows without a thin device are dropped and devices without a row are
-    /// reported (both logged, nothing deleted).
-    fn load_lvstore(&mut self, base: usize, filename: &str) -> Result<(), String> {
-        let text = std::fs::read_to_string(side_path(filename)).map_err(|e| e.to_string())?;
-        let t: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-        if t["magic"] != SIDE_MAGIC {
-            return Err("not an lvstore side table".into());
+    /// SPDK's examine: an lvstore on base bdev `base` comes back before the creating call
+    /// answers. A bdev without a label is left alone; a damaged label is reported.
+    fn examine(&mut self, base: usize) {
+        let name = self.bases[base].name.clone();
+        match self.load_lvstore(base) {
+            Ok(()) => {}
+            Err(LabelError::NotFound) => {}
+            Err(e) => warn!("bdev {name}: lvstore not loaded: {e}"),
+        }
+    }
+
+    /// Loads the lvstore on base bdev `base` from its label, reconciling the side table with
+    /// the pool metadata: rows without a thin device are dropped and devices without a row
+    /// are reported (both logged, nothing deleted from the pool).
+    fn load_lvstore(&mut self, base: usize) -> Result<(), LabelError> {
+        let corrupt = |m: &str| LabelError::Corrupt(m.to_owned());
+        let Some(dev) = self.bases[base].dev.as_mut() else {
+            return Err(LabelError::NotFound);
+        };
+        let label = lvs::read(dev.as_mut())?;
+        let t: Value = serde_json::from_slice(&label.table)
+            .map_err(|e| LabelError::Corrupt(format!("side table: {e}")))?;
+        if t["magic"] != TABLE_MAGIC {
+            return Err(corrupt("side table magic"));
         }
         let get_u = |v: &Value| v.as_str().and_then(super::params::parse_uuid);
-        let uuid = get_u(&t["uuid"]).ok_or("bad lvstore uuid")?;
-        let name = t["name"].as_str().ok_or("bad lvstore name")?.to_owned();
-        let cluster_bytes = t["cluster_bytes"].as_u64().ok_or("bad cluster size")?;
+        let uuid = get_u(&t["uuid"]).ok_or_else(|| corrupt("lvstore uuid"))?;
+        let name = t["name"]
+            .as_str()
+            .ok_or_else(|| corrupt("lvstore name"))?
+            .to_owned();
         if self
             .lvstores
             .iter()
             .any(|x| x.uuid == uuid || x.name == name)
         {
-            return Err(format!("lvstore {name} is already loaded"));
+            return Err(LabelError::Corrupt(format!(
+                "an lvstore named {name} or with its UUID is already loaded"
+            )));
         }
-        let meta = PathBuf::from(format!("{filename}.thinmeta"));
-        let pool = ThinPool::open(&meta, Path::new(filename), DEFAULT_CACHE_BLOCKS)
-            .map_err(|e| e.to_string())?;
+        let Some(dev) = self.bases[base].dev.take() else {
+            return Err(LabelError::NotFound);
+        };
+        let devs = PoolDevices {
+            meta: dev,
+            meta_region: label.layout.meta_region(),
+            data: None,
+            data_region: label.layout.data_region(),
+        };
+        let pool = match ThinPool::open_on(devs, DEFAULT_CACHE_BLOCKS) {
+            Ok(p) => p,
+            Err(e) => {
+                // The pool would not open: the bdev stays a plain bdev, reopened (only aio
+                // bdevs can carry a label at creation; a new malloc bdev is all zeroes).
+                let b = &mut self.bases[base];
+                if let BaseKind::Aio { filename, .. } = &b.kind {
+                    match FileBdev::open(&b.name, Path::new(filename), b.block_size, b.uuid) {
+                        Ok(f) => b.dev = Some(Box::new(f)),
+                        Err(e2) => warn!("bdev {}: reopening {filename}: {e2}", b.name),
+                    }
+                }
+                return Err(LabelError::Corrupt(format!("dm-thin metadata: {e}")));
+            }
+        };
         let mut lvols = Vec::new();
-        for l in t["lvols"].as_array().ok_or("bad lvol list")? {
+        for l in t["lvols"].as_array().map(Vec::as_slice).unwrap_or_default() {
             let (Some(u), Some(n), Some(id), Some(size)) = (
                 get_u(&l["uuid"]),
                 l["name"].as_str(),
@@ -738,11 +752,7 @@ impl State {
                 warn!("lvstore {name}: skipping a malformed lvol row {l}");
                 continue;
             };
-            let id2 = id;
-            if !pool
-                .with_pool(|p| p.device_exists(id2))
-                .map_err(|e| e.to_string())?
-            {
+            if !pool.with_pool(|p| p.device_exists(id)).unwrap_or(false) {
                 warn!("lvstore {name}: lvol {n} has no thin device {id}; dropped");
                 continue;
             }
@@ -758,54 +768,88 @@ impl State {
                 exported: false,
             });
         }
-        let devs = pool.with_pool(|p| p.devices()).map_err(|e| e.to_string())?;
-        for d in devs {
-            if !lvols.iter().any(|l| l.dev_id == d) {
-                warn!("lvstore {name}: thin device {d} has no lvol row (kept, not shown)");
+        if let Ok(devs) = pool.with_pool(|p| p.devices()) {
+            for d in devs {
+                if !lvols.iter().any(|l| l.dev_id == d) {
+                    warn!("lvstore {name}: thin device {d} has no lvol row (kept, not shown)");
+                }
             }
         }
         let b = &mut self.bases[base];
         b.claim = Claim::Lvstore;
         info!(
-            "lvstore {name} loaded from {} ({} lvols)",
+            "lvstore {name} loaded from {} ({} lvols, label copy {})",
             b.name,
-            lvols.len()
+            lvols.len(),
+            label.seq % 2
         );
         self.lvstores.push(Lvstore {
             uuid,
             name,
             base: b.name.clone(),
             pool,
-            cluster_bytes,
+            cluster_bytes: label.layout.cluster_bytes,
             block_size: b.block_size,
             lvols,
-            _mem: Vec::new(),
-            side: Some(side_path(filename)),
+            layout: label.layout,
+            label_seq: label.seq,
+            label_table: label.table,
         });
         Ok(())
     }
 
-    /// Writes every lvstore's side table (atomically: temporary file, fsync, rename).
-    fn save_side_tables(&self) {
-        for s in &self.lvstores {
-            let Some(path) = &s.side else { continue };
-            let lvols: Vec<Value> = s
-                .lvols
-                .iter()
-                .map(|l| {
-                    json!({"uuid": format_uuid(&l.uuid), "name": l.name, "dev_id": l.dev_id,
-                           "size_bytes": l.size_bytes, "thin": l.thin,
-                           "read_only": l.read_only.load(Ordering::Relaxed),
-                           "parent": l.parent.map(|p| format_uuid(&p)),
-                           "snapshot": l.snapshot})
-                })
-                .collect();
-            let t = json!({"magic": SIDE_MAGIC, "uuid": format_uuid(&s.uuid), "name": s.name,
-                           "cluster_bytes": s.cluster_bytes, "block_size": s.block_size,
-                           "lvols": lvols});
-            if let Err(e) = write_atomic(path, &serde_json::to_vec_pretty(&t).unwrap_or_default()) {
-                warn!("lvstore {}: saving {}: {e}", s.name, path.display());
+    /// The side table of lvstore `s`, as stored in its label.
+    fn side_table(s: &Lvstore) -> Vec<u8> {
+        let lvols: Vec<Value> = s
+            .lvols
+            .iter()
+            .map(|l| {
+                json!({"uuid": format_uuid(&l.uuid), "name": l.name, "dev_id": l.dev_id,
+                       "size_bytes": l.size_bytes, "thin": l.thin,
+                       "read_only": l.read_only.load(Ordering::Relaxed),
+                       "parent": l.parent.map(|p| format_uuid(&p)),
+                       "snapshot": l.snapshot})
+            })
+            .collect();
+        let t = json!({"magic": TABLE_MAGIC, "uuid": format_uuid(&s.uuid), "name": s.name,
+                       "cluster_bytes": s.cluster_bytes, "block_size": s.block_size,
+                       "lvols": lvols});
+        serde_json::to_vec(&t).unwrap_or_default()
+    }
+
+    /// Writes the label of every lvstore whose side table changed (the other copy than the
+    /// newest, then a flush: a crash leaves the previous table valid).
+    fn save_side_tables(&mut self) -> Result<(), RpcError> {
+        let mut failed = None;
+        for s in &mut self.lvstores {
+            let table = Self::side_table(s);
+            if table == s.label_table {
+                continue;
             }
+            let label = Label {
+                seq: s.label_seq + 1,
+                layout: s.layout,
+                table,
+            };
+            match s.pool.with_meta_bdev(|b| lvs::write(b, &label)) {
+                Ok(Ok(())) => {
+                    s.label_seq = label.seq;
+                    s.label_table = label.table;
+                }
+                Ok(Err(e)) => {
+                    warn!("lvstore {}: writing its label: {e}", s.name);
+                    failed = Some(label_err(&e));
+                }
+                Err(e) => {
+                    warn!("lvstore {}: writing its label: {e}", s.name);
+                    failed = Some(e.to_string());
+                }
+            }
+        }
+        match failed {
+            None => Ok(()),
+            // -EIO, as SPDK reports a failed metadata write.
+            Some(m) => Err(RpcError::new(-5, m)),
         }
     }
 
@@ -895,36 +939,39 @@ impl State {
             return Err(RpcError::params_errno(Errno::NoSpc));
         }
         let meta_bytes = metadata_blocks(bytes / cluster) * 4096;
-        let mut mem = Vec::new();
-        let (meta_path, data_path) = match &base.kind {
-            BaseKind::Malloc => {
-                let (mf, mp) = memfile("lvs-meta", meta_bytes)?;
-                let (df, dp) = memfile("lvs-data", bytes)?;
-                mem.push(mf);
-                mem.push(df);
-                (mp, dp)
-            }
-            BaseKind::Aio { filename, .. } => {
-                let mp = PathBuf::from(format!("{filename}.thinmeta"));
-                let f = std::fs::OpenOptions::new()
-                    .create(true)
-                    .truncate(true)
-                    .write(true)
-                    .open(&mp)
-                    .map_err(|e| RpcError::io(&e))?;
-                f.set_len(meta_bytes).map_err(|e| RpcError::io(&e))?;
-                (mp, PathBuf::from(filename))
-            }
-        };
+        let layout = Layout::new(bytes, cluster, meta_bytes)
+            .map_err(|_| RpcError::params_errno(Errno::NoSpc))?;
         let sectors = u32::try_from(cluster / 512).map_err(|_| RpcError::errno(Errno::Inval))?;
-        let pool = ThinPool::create(&meta_path, &data_path, sectors, DEFAULT_CACHE_BLOCKS)
-            .map_err(|e| lvstore_io(&e))?;
         let uuid = random_uuid();
         let base_name = base.name.clone();
         let block_size = base.block_size;
-        self.bases[i].claim = Claim::Lvstore;
-        info!("lvstore {lvs_name} on {base_name}: {cluster} B clusters");
-        self.lvstores.push(Lvstore {
+        let Some(dev) = self.bases[i].dev.take() else {
+            return Err(RpcError::errno(Errno::Perm));
+        };
+        let devs = PoolDevices {
+            meta: dev,
+            meta_region: layout.meta_region(),
+            data: None,
+            data_region: layout.data_region(),
+        };
+        // Format the metadata region first, then write the label: a crash in between
+        // leaves a bdev without a label (nothing to examine), never a label without a pool.
+        let pool = match ThinPool::create_on(devs, sectors, DEFAULT_CACHE_BLOCKS) {
+            Ok(p) => p,
+            Err(e) => {
+                warn!("lvstore {lvs_name} on {base_name}: {e}");
+                let b = &mut self.bases[i];
+                if let BaseKind::Aio { filename, .. } = &b.kind {
+                    if let Ok(f) =
+                        FileBdev::open(&b.name, Path::new(filename), b.block_size, b.uuid)
+                    {
+                        b.dev = Some(Box::new(f));
+                    }
+                }
+                return Err(lvstore_io(&e));
+            }
+        };
+        let mut s = Lvstore {
             uuid,
             name: lvs_name,
             base: base_name,
@@ -932,12 +979,38 @@ impl State {
             cluster_bytes: cluster,
             block_size,
             lvols: Vec::new(),
-            _mem: mem,
-            side: match &self.bases[i].kind {
-                BaseKind::Aio { filename, .. } => Some(side_path(filename)),
-                BaseKind::Malloc => None,
-            },
-        });
+            layout,
+            label_seq: 0,
+            label_table: Vec::new(),
+        };
+        let label = Label {
+            seq: 1,
+            layout,
+            table: Self::side_table(&s),
+        };
+        if let Err(e) = s
+            .pool
+            .with_meta_bdev(|b| lvs::write(b, &label))
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| label_err(&e)))
+        {
+            warn!("lvstore {} on {}: label: {e}", s.name, s.base);
+            if let Ok((dev, _)) = s.pool.into_bdevs() {
+                self.bases[i].dev = Some(dev);
+            }
+            return Err(RpcError::new(-5, e));
+        }
+        s.label_seq = label.seq;
+        s.label_table = label.table;
+        self.bases[i].claim = Claim::Lvstore;
+        info!(
+            "lvstore {} on {}: {cluster} B clusters, {} clusters, metadata {} KiB",
+            s.name,
+            s.base,
+            layout.data_clusters(bytes),
+            meta_bytes / 1024
+        );
+        self.lvstores.push(s);
         Ok(json!(format_uuid(&uuid)))
     }
 
@@ -974,15 +1047,26 @@ impl State {
         for u in uuids {
             drop(self.unexport(&u)?);
         }
-        let s = self.lvstores.remove(i);
-        if let Some(b) = self.bases.iter_mut().find(|b| b.name == s.base) {
-            b.claim = Claim::None;
-            if let BaseKind::Aio { filename, .. } = &b.kind {
-                let _ = std::fs::remove_file(side_path(filename));
-                let _ = std::fs::remove_file(format!("{filename}.thinmeta"));
-            }
+        if self.lvstores[i].pool.in_use() {
+            return Err(RpcError::errno(Errno::Busy));
         }
-        info!("lvstore {} deleted", s.name);
+        let s = self.lvstores.remove(i);
+        let name = s.name.clone();
+        let base = s.base.clone();
+        match s.pool.into_bdevs() {
+            Ok((mut dev, _)) => {
+                if let Err(e) = lvs::wipe(dev.as_mut()) {
+                    warn!("lvstore {name}: wiping the label on {base}: {e}");
+                }
+                if let Some(b) = self.bases.iter_mut().find(|b| b.name == base) {
+                    b.claim = Claim::None;
+                    b.dev = Some(dev);
+                }
+            }
+            // Checked above: nothing else holds the pool.
+            Err(_) => warn!("lvstore {name}: still referenced; its bdev stays claimed"),
+        }
+        info!("lvstore {name} deleted");
         Ok(json!(true))
     }
 
@@ -1779,6 +1863,11 @@ impl State {
         if now != before {
             info!("lvstore {}: {before} → {now} clusters", s.name);
         }
+        let blocks = s.pool.with_meta_bdev(|b| b.num_blocks()).ok();
+        let base = s.base.clone();
+        if let (Some(n), Some(b)) = (blocks, self.bases.iter_mut().find(|b| b.name == base)) {
+            b.num_blocks = n;
+        }
         Ok(json!(true))
     }
 
@@ -2059,7 +2148,7 @@ impl Handler for Rpc {
         let mut st = self.state.lock().map_err(|_| RpcError::internal())?;
         let r = st.dispatch(method, params);
         if r.is_ok() && method.starts_with("bdev_lvol_") && !method.starts_with("bdev_lvol_get") {
-            st.save_side_tables();
+            st.save_side_tables()?;
         }
         r
     }
