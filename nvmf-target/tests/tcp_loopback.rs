@@ -555,6 +555,7 @@ fn out_of_space_through_the_target_then_growing_recovers() {
         .set_len(8 * 65536)
         .unwrap();
     let pool = ThinPool::create(&m, &d, 128, 64).unwrap();
+    pool.set_no_space_timeout_ms(0).unwrap(); // error_if_no_space
     pool.with_pool(|p| p.create_thin(1)).unwrap();
     let vol = pool.volume("thin1", 1, 1 << 30, 512, [7; 16]).unwrap();
     let mut t = Target::new(TargetConfig::default());
@@ -614,6 +615,121 @@ fn out_of_space_through_the_target_then_growing_recovers() {
     let c = write(&mut q, 10, 8 * 128);
     assert!(c.status.is_success(), "after growing: {c}");
     drop(q);
+    target.stop().unwrap();
+    drop(pool);
+    let mut dev = thin_core::file::FileDevice::open_read_only(&m).unwrap();
+    let rep = thin_core::thin::check::check(&mut dev, &Default::default());
+    assert!(rep.is_clean(), "{:?}", rep.issues);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// dm-thin's default policy through the target: a write that needs a block of a full pool
+/// is held (no completion) while the pool may still grow; growing completes it with
+/// success. With a short wait and no growth, the held write then fails with Capacity
+/// Exceeded and DNR. Reads go on meanwhile.
+#[test]
+fn out_of_space_queue_policy_holds_writes_until_the_pool_grows() {
+    use nvmf_target::bdev::thin::ThinPool;
+    use std::sync::mpsc;
+    let dir = std::env::temp_dir().join(format!("oos-queue-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (m, d) = (dir.join("meta"), dir.join("data"));
+    std::fs::File::create(&m).unwrap().set_len(4 << 20).unwrap();
+    std::fs::File::create(&d)
+        .unwrap()
+        .set_len(4 * 65536)
+        .unwrap();
+    let pool = ThinPool::create(&m, &d, 128, 64).unwrap();
+    pool.set_no_space_timeout_ms(60_000).unwrap();
+    pool.with_pool(|p| p.create_thin(1)).unwrap();
+    let vol = pool.volume("thin1", 1, 1 << 30, 512, [7; 16]).unwrap();
+    let mut t = Target::new(TargetConfig::default());
+    t.add_subsystem(SubsystemConfig::new(NQN).allow_any_host(true))
+        .unwrap();
+    t.add_namespace(NQN, 1, Box::new(vol)).unwrap();
+    let addr = t.listen("127.0.0.1:0").unwrap();
+    let target = t.spawn().unwrap();
+    let (mut a, cntlid) = admin(addr, Digests::NONE);
+    let mut sf = Sqe::new(0x09, 5, 0);
+    sf.cdw10 = 0x07; // Number of Queues
+    sf.cdw11 = 0x0007_0007; // 8 SQs and CQs
+    assert!(a.cmd(sf, &[]).status.is_success());
+    let connect = |qid: u16| {
+        let (mut q, _) = Host::connect(addr, Digests::NONE);
+        let c = q.fabric_connect(qid, cntlid, NQN, HOSTNQN);
+        assert!(c.status.is_success(), "connect qid {qid}: {c}");
+        q
+    };
+    let data = [0x3Cu8; 1024];
+    let write = move |q: &mut Host, cid: u16, lba: u64| {
+        let w = RwCommand::new(
+            IoOpcode::Write,
+            cid,
+            1,
+            lba,
+            2,
+            SglDescriptor::in_capsule(1024),
+        );
+        q.cmd(w.to_sqe(), &data)
+    };
+    let mut q = connect(1);
+    for i in 0..4u64 {
+        assert!(write(&mut q, i as u16, i * 128).status.is_success());
+    }
+    // The fifth block: held.
+    let (tx, rx) = mpsc::channel();
+    let writer = std::thread::spawn(move || {
+        let c = write(&mut q, 4, 4 * 128);
+        tx.send(c).unwrap();
+        q
+    });
+    assert!(
+        rx.recv_timeout(Duration::from_millis(700)).is_err(),
+        "the write completed although the pool is full"
+    );
+    // Reads on another queue are served meanwhile.
+    let mut r = connect(2);
+    let rd = RwCommand::new(IoOpcode::Read, 1, 1, 128, 2, SglDescriptor::transport(1024));
+    let (back, c) = r.cmd_read(rd.to_sqe());
+    assert!(c.status.is_success());
+    assert_eq!(back, data);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&d)
+        .unwrap()
+        .set_len(8 * 65536)
+        .unwrap();
+    pool.grow_to_data_device().unwrap();
+    let c = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the held write completes once the pool grew");
+    assert!(c.status.is_success(), "{c}");
+    let mut q = writer.join().unwrap();
+    let rd = RwCommand::new(
+        IoOpcode::Read,
+        5,
+        1,
+        4 * 128,
+        2,
+        SglDescriptor::transport(1024),
+    );
+    let (back, c) = q.cmd_read(rd.to_sqe());
+    assert!(c.status.is_success());
+    assert_eq!(back, data);
+    // Full again, with a short wait: the held write fails once it expires.
+    for i in 5..8u64 {
+        assert!(write(&mut q, i as u16, i * 128).status.is_success());
+    }
+    pool.set_no_space_timeout_ms(300).unwrap();
+    let started = std::time::Instant::now();
+    let c = write(&mut q, 9, 8 * 128);
+    assert_eq!(c.status.status, Status::CAPACITY_EXCEEDED, "{c}");
+    assert!(c.status.dnr);
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "failed before the wait"
+    );
+    drop((q, r, a));
     target.stop().unwrap();
     drop(pool);
     let mut dev = thin_core::file::FileDevice::open_read_only(&m).unwrap();

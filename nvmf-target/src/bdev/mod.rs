@@ -25,6 +25,10 @@ pub enum BdevError {
     /// The backing pool has no free data block (Capacity Exceeded).
     #[error("out of space")]
     NoSpace,
+    /// The pool is out of data space and queues writes while it waits to be grown
+    /// (dm-thin's default policy): run the write again later.
+    #[error("out of data space; waiting for the pool to grow")]
+    NoSpaceWait,
     /// The device is read-only.
     #[error("device is read-only")]
     ReadOnly,

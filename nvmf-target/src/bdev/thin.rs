@@ -11,8 +11,13 @@
 //! - Deallocate unmaps whole data blocks (their space returns to the pool at the next
 //!   commit) and zeroes the covered part of partially covered mapped blocks, so deallocated
 //!   ranges always read as zeroes.
-//! - Out of data space is an error at once (dm-thin's `error_if_no_space`): the write fails
-//!   with [`BdevError::NoSpace`], reads keep working, nothing is half-recorded.
+//! - Out of data space follows dm-thin's two policies. By default writes that need a new
+//!   block wait for the pool to grow: they fail with [`BdevError::NoSpaceWait`] (the
+//!   transport parks them and runs them again every tick) for up to
+//!   [`DEFAULT_NO_SPACE_TIMEOUT_MS`] (60 s, dm-thin's `no_space_timeout`), then with
+//!   [`BdevError::NoSpace`] until space comes back (a grow, or blocks freed by a discard or
+//!   a delete). With a timeout of 0 (`error_if_no_space`) they fail at once. Either way
+//!   reads and writes to blocks already owned keep working, and nothing is half-recorded.
 //!
 //! All volumes of a pool share its state through an `Arc<Mutex<…>>`. They live on the one
 //! reactor that owns the pool, so the mutex is never contended; it exists to make the
@@ -33,6 +38,8 @@ use super::{check_range, Bdev, BdevError, ThinInfo};
 pub const DEFAULT_CACHE_BLOCKS: usize = 4096;
 /// Default periodic commit interval.
 pub const DEFAULT_COMMIT_INTERVAL_MS: u64 = 1000;
+/// How long writes wait for a pool out of data space to grow (dm-thin's default).
+pub const DEFAULT_NO_SPACE_TIMEOUT_MS: u64 = 60_000;
 
 fn pool_err(e: PoolError) -> BdevError {
     match e {
@@ -142,9 +149,45 @@ struct Inner {
     last_commit_ms: u64,
     commit_interval_ms: u64,
     scratch: Vec<u8>,
+    /// 0: fail writes at once when out of data space (`error_if_no_space`).
+    no_space_timeout_ms: u64,
+    /// When the pool ran out of data space (cleared once a block is allocated again).
+    out_of_space_since: Option<u64>,
+    /// The wait expired: writes that need a new block fail until space comes back.
+    out_of_space_failing: bool,
+    /// Latest time seen by [`Bdev::poll`].
+    now_ms: u64,
 }
 
 impl Inner {
+    /// The error for a write that found no free data block.
+    fn out_of_space(&mut self) -> BdevError {
+        if self.no_space_timeout_ms == 0 {
+            return BdevError::NoSpace;
+        }
+        let now = self.now_ms;
+        let since = *self.out_of_space_since.get_or_insert_with(|| {
+            log::warn!(
+                "thin pool out of data space: writes that need a new block wait up to {} s \
+                 for the pool to grow",
+                self.no_space_timeout_ms / 1000
+            );
+            now
+        });
+        if now.saturating_sub(since) < self.no_space_timeout_ms {
+            BdevError::NoSpaceWait
+        } else {
+            if !std::mem::replace(&mut self.out_of_space_failing, true) {
+                log::error!(
+                    "thin pool still out of data space after {} s: failing writes that need \
+                     a new block until it grows",
+                    self.no_space_timeout_ms / 1000
+                );
+            }
+            BdevError::NoSpace
+        }
+    }
+
     fn data_dev(&mut self) -> &mut dyn Bdev {
         match &mut self.data {
             Some(d) => d.as_mut(),
@@ -195,7 +238,15 @@ impl Inner {
         data: &[u8],
     ) -> Result<(), BdevError> {
         let bb = self.block_bytes as usize;
-        let plan = self.pool.prepare_write(id, vb).map_err(pool_err)?;
+        let plan = match self.pool.prepare_write(id, vb) {
+            Ok(p) => p,
+            Err(PoolError::NoDataSpace) => return Err(self.out_of_space()),
+            Err(e) => return Err(pool_err(e)),
+        };
+        if !matches!(plan, WritePlan::InPlace { .. }) && self.out_of_space_since.take().is_some() {
+            self.out_of_space_failing = false;
+            log::info!("thin pool has data space again");
+        }
         let full = off == 0 && data.len() == bb;
         let r = match plan {
             WritePlan::InPlace { data_block } => self.data_write(data_block, off as u64, data),
@@ -360,6 +411,10 @@ impl ThinPool {
                 last_commit_ms: 0,
                 commit_interval_ms: DEFAULT_COMMIT_INTERVAL_MS,
                 scratch: Vec::new(),
+                no_space_timeout_ms: DEFAULT_NO_SPACE_TIMEOUT_MS,
+                out_of_space_since: None,
+                out_of_space_failing: false,
+                now_ms: 0,
             })),
         }
     }
@@ -399,6 +454,23 @@ impl ThinPool {
         Arc::strong_count(&self.inner) > 1
     }
 
+    /// How long writes wait for space when the pool is out of data space; 0 fails them at
+    /// once (dm-thin's `error_if_no_space`).
+    pub fn set_no_space_timeout_ms(&self, ms: u64) -> Result<(), BdevError> {
+        lock(&self.inner)?.no_space_timeout_ms = ms;
+        Ok(())
+    }
+
+    /// The out-of-space wait (0: fail at once).
+    pub fn no_space_timeout_ms(&self) -> Result<u64, BdevError> {
+        Ok(lock(&self.inner)?.no_space_timeout_ms)
+    }
+
+    /// Whether the pool is out of data space, and since when (poll clock, ms).
+    pub fn out_of_space_since(&self) -> Result<Option<u64>, BdevError> {
+        Ok(lock(&self.inner)?.out_of_space_since)
+    }
+
     /// Pool statistics.
     pub fn stats(&self) -> Result<PoolStats, BdevError> {
         lock(&self.inner)?.pool.stats().map_err(pool_err)
@@ -423,6 +495,8 @@ impl ThinPool {
         let nr = g.data_blocks();
         g.pool.grow_data(nr).map_err(pool_err)?;
         g.commit()?;
+        g.out_of_space_since = None;
+        g.out_of_space_failing = false;
         Ok(nr)
     }
 
@@ -616,6 +690,7 @@ impl Bdev for ThinVolume {
     }
     fn poll(&mut self, now_ms: u64) {
         let Ok(mut g) = self.pool.lock() else { return };
+        g.now_ms = now_ms;
         if g.dirty && now_ms.saturating_sub(g.last_commit_ms) >= g.commit_interval_ms {
             g.last_commit_ms = now_ms;
             if let Err(e) = g.commit() {
@@ -726,6 +801,7 @@ mod tests {
     fn out_of_space_fails_writes_keeps_reads_and_growing_recovers() {
         let (_t, m, d) = files("nospace", 8);
         let pool = ThinPool::create(&m, &d, 128, 64).unwrap();
+        pool.set_no_space_timeout_ms(0).unwrap(); // error_if_no_space
         pool.with_pool(|p| p.create_thin(0)).unwrap();
         let mut v = pool.volume("v", 0, 1 << 30, 512, [0; 16]).unwrap();
         let block = pattern(9, 65536);
@@ -747,6 +823,55 @@ mod tests {
         v.write(8 * 128, &block, false).unwrap();
         v.read(8 * 128, &mut r).unwrap();
         assert_eq!(r, block);
+        v.flush().unwrap();
+        drop((v, pool));
+        let mut dev = FileDevice::open_read_only(&m).unwrap();
+        assert!(check(&mut dev, &CheckOptions::default()).is_clean());
+    }
+
+    #[test]
+    fn out_of_space_queue_policy_waits_then_fails_until_the_pool_grows() {
+        let (_t, m, d) = files("nospace-wait", 4);
+        let pool = ThinPool::create(&m, &d, 128, 64).unwrap();
+        assert_eq!(
+            pool.no_space_timeout_ms().unwrap(),
+            DEFAULT_NO_SPACE_TIMEOUT_MS
+        );
+        pool.set_no_space_timeout_ms(1000).unwrap();
+        pool.with_pool(|p| p.create_thin(0)).unwrap();
+        let mut v = pool.volume("v", 0, 1 << 30, 4096, [0; 16]).unwrap();
+        let block = pattern(5, 65536);
+        v.poll(10_000);
+        for i in 0..4 {
+            v.write(i * 16, &block, false).unwrap();
+        }
+        // Full: a write needing a new block waits ...
+        assert_eq!(v.write(4 * 16, &block, false), Err(BdevError::NoSpaceWait));
+        assert_eq!(pool.out_of_space_since().unwrap(), Some(10_000));
+        // ... while writes into owned blocks and reads go on.
+        v.write(2, &pattern(6, 4096), false).unwrap();
+        let mut r = vec![0u8; 4096];
+        v.read(2, &mut r).unwrap();
+        assert_eq!(r, pattern(6, 4096));
+        v.poll(10_900);
+        assert_eq!(v.write(4 * 16, &block, false), Err(BdevError::NoSpaceWait));
+        // The wait is over: writes needing space fail, still without a trace.
+        v.poll(11_000);
+        assert_eq!(v.write(4 * 16, &block, false), Err(BdevError::NoSpace));
+        assert_eq!(v.write(5 * 16, &block, false), Err(BdevError::NoSpace));
+        assert_eq!(pool.stats().unwrap().free_data_blocks, 0);
+        // Growing ends it.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&d)
+            .unwrap()
+            .set_len(8 * 65536)
+            .unwrap();
+        pool.grow_to_data_device().unwrap();
+        assert_eq!(pool.out_of_space_since().unwrap(), None);
+        v.write(4 * 16, &block, false).unwrap();
+        v.read(4 * 16, &mut r).unwrap();
+        assert_eq!(r, block[..4096]);
         v.flush().unwrap();
         drop((v, pool));
         let mut dev = FileDevice::open_read_only(&m).unwrap();

@@ -55,6 +55,11 @@ struct Args {
     /// everything through JSON-RPC.
     #[arg(long)]
     no_default_pool: bool,
+    /// When the default pool runs out of data space, hold writes that need a new block
+    /// this many seconds waiting for it to grow, then fail them (dm-thin's
+    /// no_space_timeout); 0 fails them at once (error_if_no_space).
+    #[arg(long, default_value_t = 60)]
+    no_space_timeout: u64,
 }
 
 fn parse_mask(s: &str) -> Result<u64, String> {
@@ -120,6 +125,8 @@ fn serve(a: Args) -> Result<(), String> {
         None
     } else {
         let pool = default_pool(&a.data_dir)?;
+        pool.set_no_space_timeout_ms(a.no_space_timeout.saturating_mul(1000))
+            .map_err(|e| e.to_string())?;
         let uuid = {
             // Stable per data folder: derived from its canonical path.
             let p = a

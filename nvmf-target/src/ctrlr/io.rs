@@ -2,6 +2,7 @@
 //! (spec §8), executed synchronously on the namespace's bdev.
 
 use super::{bdev_status, dnr, CmdResult, Fail, Namespace, QueueCtx, TargetState};
+use crate::bdev::BdevError;
 use crate::wire::io::{DsmCommand, IoOpcode, RwCommand};
 use crate::wire::sqe::Sqe;
 use crate::wire::status::Status;
@@ -83,7 +84,7 @@ impl TargetState {
                         _ => return Err(dnr(Status::DATA_SGL_LENGTH_INVALID)),
                     }
                 };
-                r.map_err(|e| Fail::from(bdev_status(&e)))?;
+                r.map_err(|e| self.bdev_fail(&e))?;
                 bytes = u64::from(len);
                 if let Some(c) = self.controllers.get_mut(&cntlid) {
                     if opcode == IoOpcode::Read {
@@ -114,11 +115,9 @@ impl TargetState {
                     ns.bdev.deallocate(cmd.slba, count)
                 } else {
                     ns.bdev.write_zeroes(cmd.slba, count)
-                };
-                r.map_err(|e| Fail::from(bdev_status(&e)))?;
-                if cmd.fua {
-                    ns.bdev.flush().map_err(|e| Fail::from(bdev_status(&e)))?;
                 }
+                .and_then(|()| if cmd.fua { ns.bdev.flush() } else { Ok(()) });
+                r.map_err(|e| self.bdev_fail(&e))?;
             }
             IoOpcode::DatasetManagement => {
                 let cmd = DsmCommand::from_sqe(sqe);
@@ -136,16 +135,27 @@ impl TargetState {
                 }
                 let (_, nqn) = self.owner(q)?;
                 let ns = self.ns_mut(&nqn, nsid)?;
+                let mut res = Ok(());
                 for r in ranges.iter().filter(|r| r.nlb > 0) {
-                    ns.bdev
-                        .deallocate(r.slba, u64::from(r.nlb))
-                        .map_err(|e| Fail::from(bdev_status(&e)))?;
+                    res = ns.bdev.deallocate(r.slba, u64::from(r.nlb));
+                    if res.is_err() {
+                        break;
+                    }
                 }
+                res.map_err(|e| self.bdev_fail(&e))?;
             }
             _ => return Err(dnr(Status::INVALID_OPCODE)),
         }
         let _ = bytes;
         Ok((0, 0))
+    }
+
+    /// The failure for a bdev error; an out-of-space wait asks the transport to retry.
+    fn bdev_fail(&mut self, e: &BdevError) -> Fail {
+        if *e == BdevError::NoSpaceWait {
+            self.retry_wanted = true;
+        }
+        Fail::from(bdev_status(e))
     }
 
     fn owner(&self, q: &QueueCtx) -> Result<(u16, String), Fail> {

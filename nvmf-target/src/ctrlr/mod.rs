@@ -172,6 +172,10 @@ pub enum Outcome {
     Complete(Cqe),
     /// The command stays outstanding (an AER); its completion comes later.
     Held,
+    /// The bdev cannot run the command now (a thin pool out of data space, waiting to
+    /// be grown): the transport keeps it, with its data, and executes it again later
+    /// (every tick); the bdev ends the wait by succeeding or by failing it.
+    Retry,
 }
 
 /// A completion produced outside of a command's execution (AER completions), for the admin
@@ -260,6 +264,8 @@ pub struct TargetState {
     async_completions: Vec<AsyncCompletion>,
     /// Latest `now_ms` seen (timestamps for controllers created by Connect).
     now_ms: u64,
+    /// Set by an I/O whose bdev asked for it to run again later.
+    retry_wanted: bool,
 }
 
 /// A failed command: its status and the DW0 that goes with it (Connect: IATTR/IPO).
@@ -287,6 +293,8 @@ fn dnr(s: Status) -> Fail {
 pub fn bdev_status(e: &BdevError) -> CompletionStatus {
     match e {
         BdevError::NoSpace => Status::CAPACITY_EXCEEDED.dnr(),
+        // Only reaches a host if a transport cannot hold the command: it may retry.
+        BdevError::NoSpaceWait => Status::CAPACITY_EXCEEDED.retryable(),
         BdevError::OutOfRange { .. } => Status::LBA_OUT_OF_RANGE.dnr(),
         BdevError::ReadOnly => Status::NS_WRITE_PROTECTED.dnr(),
         _ => Status::INTERNAL_ERROR.dnr(),
@@ -304,6 +312,7 @@ impl TargetState {
             discovery_genctr: 1,
             async_completions: Vec::new(),
             now_ms: 0,
+            retry_wanted: false,
         }
     }
 
@@ -671,7 +680,11 @@ impl TargetState {
                     Err(e) => Err(e),
                 }
             } else {
-                self.io(q, sqe, data_in, data_out)
+                let r = self.io(q, sqe, data_in, data_out);
+                if std::mem::take(&mut self.retry_wanted) {
+                    return Outcome::Retry;
+                }
+                r
             }
         };
         let cqe = match result {

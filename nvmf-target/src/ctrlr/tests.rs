@@ -46,6 +46,7 @@ fn run_at(
     match t.execute(q, &sqe, data, &mut out, now) {
         Outcome::Complete(c) => (c, out),
         Outcome::Held => panic!("held"),
+        Outcome::Retry => panic!("retry"),
     }
 }
 

@@ -741,6 +741,7 @@ impl State {
                 return Err(LabelError::Corrupt(format!("dm-thin metadata: {e}")));
             }
         };
+        let _ = pool.set_no_space_timeout_ms(0);
         let mut lvols = Vec::new();
         for l in t["lvols"].as_array().map(Vec::as_slice).unwrap_or_default() {
             let (Some(u), Some(n), Some(id), Some(size)) = (
@@ -971,6 +972,8 @@ impl State {
                 return Err(lvstore_io(&e));
             }
         };
+        // SPDK's lvol answers ENOSPC at once; so do lvstores (dm-thin's error_if_no_space).
+        let _ = pool.set_no_space_timeout_ms(0);
         let mut s = Lvstore {
             uuid,
             name: lvs_name,

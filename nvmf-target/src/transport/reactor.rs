@@ -165,6 +165,12 @@ impl Reactor {
             worked |= self.service(state, now);
             if now.saturating_sub(last_tick) >= TICK_MS {
                 last_tick = now;
+                // Commands parked by an out-of-space pool: try them again.
+                for c in self.conns.values_mut() {
+                    if !c.dead && c.conn.has_parked() {
+                        worked |= c.conn.retry_parked(state, now) > 0;
+                    }
+                }
                 let dead = state.poll(now);
                 if !dead.is_empty() {
                     for c in self.conns.values_mut() {

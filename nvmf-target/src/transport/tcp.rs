@@ -13,6 +13,7 @@
 //!   `depth × MDTS` and are recycled, and the send buffer stops the reader when it grows past
 //!   [`TX_HIGH_WATER`].
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 
@@ -67,8 +68,11 @@ struct ConnState {
     /// Writes waiting for H2CData, indexed by TTAG.
     pending: Vec<Option<PendingWrite>>,
     free_bufs: Vec<Vec<u8>>,
-    /// Commands received and not completed (pending writes + held AERs).
+    /// Commands received and not completed (pending writes, parked commands, held AERs).
     outstanding: u32,
+    /// Commands the bdev asked to run again later ([`Outcome::Retry`]: a thin pool out of
+    /// data space), with their data, oldest first.
+    parked: VecDeque<(Sqe, Vec<u8>)>,
     /// Set after a fatal error or a H2CTermReq: flush what is queued, then close.
     closing: bool,
 }
@@ -101,6 +105,7 @@ impl Connection {
                 pending: Vec::new(),
                 free_bufs: Vec::new(),
                 outstanding: 0,
+                parked: VecDeque::new(),
                 closing: false,
             },
         }
@@ -153,6 +158,35 @@ impl Connection {
     pub fn push_async(&mut self, cqe: Cqe) {
         self.st.outstanding = self.st.outstanding.saturating_sub(1);
         self.st.push_resp(cqe);
+    }
+
+    /// Whether commands wait for a retry.
+    pub fn has_parked(&self) -> bool {
+        !self.st.parked.is_empty()
+    }
+
+    /// Runs parked commands again, oldest first, until one asks to wait again. Returns
+    /// how many completed.
+    pub fn retry_parked(&mut self, target: &mut TargetState, now_ms: u64) -> usize {
+        let mut done = 0;
+        while !self.st.closing {
+            let Some((sqe, data)) = self.st.parked.pop_front() else {
+                break;
+            };
+            match target.execute(&mut self.st.q, &sqe, &data, &mut [], now_ms) {
+                Outcome::Retry => {
+                    self.st.parked.push_front((sqe, data));
+                    break;
+                }
+                outcome => {
+                    self.st.outstanding = self.st.outstanding.saturating_sub(1);
+                    self.st.complete(outcome);
+                    self.st.recycle(data);
+                    done += 1;
+                }
+            }
+        }
+        done
     }
 
     /// Writes queued bytes until the socket would block. Returns bytes written.
@@ -312,8 +346,10 @@ impl ConnState {
         };
         match xfer {
             DataXfer::None | DataXfer::InCapsule => {
-                let outcome = target.execute(&mut self.q, &sqe, cmd.data, &mut [], now_ms);
-                self.complete(outcome);
+                match target.execute(&mut self.q, &sqe, cmd.data, &mut [], now_ms) {
+                    Outcome::Retry => self.park(sqe, cmd.data.to_vec()),
+                    outcome => self.complete(outcome),
+                }
             }
             DataXfer::ToHost(len) => self.execute_to_host(&sqe, len, target, now_ms),
             DataXfer::FromHost(len) => self.start_r2t(sqe, len),
@@ -324,6 +360,26 @@ impl ConnState {
         match outcome {
             Outcome::Complete(cqe) => self.push_resp(cqe),
             Outcome::Held => self.outstanding += 1,
+            // Callers park these themselves (they hold the data).
+            Outcome::Retry => {}
+        }
+    }
+
+    /// Keeps a command for [`Connection::retry_parked`].
+    fn park(&mut self, sqe: Sqe, data: Vec<u8>) {
+        if self.parked.is_empty() {
+            debug!(
+                "qid {}: parking {sqe} until the bdev can take it",
+                self.q.qid
+            );
+        }
+        self.outstanding += 1;
+        self.parked.push_back((sqe, data));
+    }
+
+    fn recycle(&mut self, buf: Vec<u8>) {
+        if self.free_bufs.len() < 16 && buf.capacity() > 0 {
+            self.free_bufs.push(buf);
         }
     }
 
@@ -341,10 +397,18 @@ impl ConnState {
             .split_at_mut(prefix.min(layout.plen as usize));
         let (data, ddgst) = tail.split_at_mut((len as usize).min(tail.len()));
         let outcome = target.execute(&mut self.q, sqe, &[], data, now_ms);
-        let Outcome::Complete(cqe) = outcome else {
-            // Commands returning data are never held.
-            self.out.truncate(start);
-            return;
+        let cqe = match outcome {
+            Outcome::Complete(cqe) => cqe,
+            // Commands returning data are never held nor retried; should one be, it
+            // fails rather than staying outstanding for ever.
+            Outcome::Held | Outcome::Retry => {
+                self.out.truncate(start);
+                let cqe = self
+                    .q
+                    .cqe(sqe.cid, Status::INTERNAL_ERROR.retryable(), 0, 0);
+                self.push_resp(cqe);
+                return;
+            }
         };
         if !cqe.status.is_success() {
             self.out.truncate(start);
@@ -461,10 +525,12 @@ impl ConnState {
             return;
         };
         self.outstanding = self.outstanding.saturating_sub(1);
-        let outcome = target.execute(&mut self.q, &p.sqe, &p.buf, &mut [], now_ms);
-        self.complete(outcome);
-        if self.free_bufs.len() < 16 {
-            self.free_bufs.push(p.buf);
+        match target.execute(&mut self.q, &p.sqe, &p.buf, &mut [], now_ms) {
+            Outcome::Retry => self.park(p.sqe, p.buf),
+            outcome => {
+                self.complete(outcome);
+                self.recycle(p.buf);
+            }
         }
     }
 
