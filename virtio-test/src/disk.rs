@@ -27,11 +27,25 @@ pub const DATA_BLOCK_BYTES: usize = DATA_BLOCK_SECTORS as usize * SECTOR;
 pub const META_SERIAL: &str = "thin-meta";
 /// Serial of the data disk.
 pub const DATA_SERIAL: &str = "thin-data";
+/// Serial of the out-of-space phase's metadata disk.
+pub const OOS_META_SERIAL: &str = "oos-meta";
+/// Serial of the out-of-space phase's data disk.
+pub const OOS_DATA_SERIAL: &str = "oos-data";
+
+/// The disks the firmware uses.
+pub struct Disks {
+    pub meta: MetaDisk,
+    pub data: DataDisk,
+    /// The out-of-space phase's pair (boot 2 requires them).
+    pub oos: Option<(MetaDisk, DataDisk)>,
+}
 
 /// Finds the metadata and data disks among `devices` by serial.
-pub fn pick(devices: Vec<Blk>) -> Result<(MetaDisk, DataDisk), String> {
+pub fn pick(devices: Vec<Blk>) -> Result<Disks, String> {
     let mut meta = None;
     let mut data = None;
+    let mut oos_meta = None;
+    let mut oos_data = None;
     for mut blk in devices {
         let mut id = [0u8; 20];
         let len = blk
@@ -42,6 +56,8 @@ pub fn pick(devices: Vec<Blk>) -> Result<(MetaDisk, DataDisk), String> {
         match serial {
             META_SERIAL if meta.is_none() => meta = Some(blk),
             DATA_SERIAL if data.is_none() => data = Some(blk),
+            OOS_META_SERIAL if oos_meta.is_none() => oos_meta = Some(MetaDisk::new(blk)),
+            OOS_DATA_SERIAL if oos_data.is_none() => oos_data = Some(DataDisk::new(blk)),
             _ => {}
         }
     }
@@ -49,7 +65,11 @@ pub fn pick(devices: Vec<Blk>) -> Result<(MetaDisk, DataDisk), String> {
         meta.ok_or_else(|| alloc::format!("no virtio-blk disk with serial {META_SERIAL}"))?;
     let data =
         data.ok_or_else(|| alloc::format!("no virtio-blk disk with serial {DATA_SERIAL}"))?;
-    Ok((MetaDisk::new(meta), DataDisk::new(data)))
+    Ok(Disks {
+        meta: MetaDisk::new(meta),
+        data: DataDisk::new(data),
+        oos: oos_meta.zip(oos_data),
+    })
 }
 
 /// Metadata blocks written since boot.
@@ -67,9 +87,12 @@ fn sector_index(sector: u64) -> Option<usize> {
 
 /// The metadata disk, in 4 KiB blocks. Errors latch: after a failed write or flush every call
 /// answers [`BlockError::PreviousIo`].
+/// The pool sees the first `nr_blocks` blocks (the window: all of the disk unless
+/// [`MetaDisk::set_window`] narrows it, as a small metadata volume later grown would).
 pub struct MetaDisk {
     blk: Blk,
     nr_blocks: u64,
+    capacity: u64,
     failed: bool,
 }
 
@@ -79,8 +102,20 @@ impl MetaDisk {
         MetaDisk {
             blk,
             nr_blocks,
+            capacity: nr_blocks,
             failed: false,
         }
+    }
+
+    /// Shows the pool the first `nr_blocks` blocks (at most the disk); returns the window.
+    pub fn set_window(&mut self, nr_blocks: u64) -> u64 {
+        self.nr_blocks = nr_blocks.min(self.capacity);
+        self.nr_blocks
+    }
+
+    /// Metadata blocks on the disk.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
     }
 
     fn start(&self, block: u64) -> Result<usize, BlockError> {

@@ -3,7 +3,7 @@
 //!
 //! Invariants: guest physical = virtual on every board (identity map or no MMU), so a
 //! buffer's address is its DMA address; DMA pages are handed out once and never reused
-//! (the firmware makes two devices per boot), so they need no free list.
+//! (the firmware makes four devices per boot), so they need no free list.
 
 use core::cell::UnsafeCell;
 use core::ptr::NonNull;

@@ -34,6 +34,7 @@ mod disk;
 mod hal;
 #[allow(unsafe_code)]
 mod heap;
+mod oos;
 // `classify` is for the host's reading of the data image (xtask includes this file).
 #[allow(dead_code)]
 mod pattern;
@@ -101,10 +102,20 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
 }
 
 fn run() -> Result<Outcome, String> {
-    let (mut meta, data) = disk::pick(hal::probe_block_devices())?;
+    let disks = disk::pick(hal::probe_block_devices())?;
+    let (mut meta, data) = (disks.meta, disks.data);
     match read_superblock(&mut meta) {
         Err(PoolError::Unformatted) => boot1(meta, data),
-        Ok(sb) if sb.trans_id == TRANS_COMMITTED => boot2(meta, data),
+        Ok(sb) if sb.trans_id == TRANS_COMMITTED => {
+            let (oos_meta, oos_data) = disks.oos.ok_or_else(|| {
+                format!(
+                    "boot 2 needs the out-of-space disks ({} and {})",
+                    disk::OOS_META_SERIAL,
+                    disk::OOS_DATA_SERIAL
+                )
+            })?;
+            boot2(meta, data, oos_meta, oos_data)
+        }
         Ok(sb) => Err(format!(
             "metadata disk holds transaction {}; expected a blank disk or {TRANS_COMMITTED}",
             sb.trans_id
@@ -113,7 +124,7 @@ fn run() -> Result<Outcome, String> {
     }
 }
 
-fn checker(dev: &mut MetaDisk) -> Result<(), String> {
+pub(crate) fn checker(dev: &mut MetaDisk) -> Result<(), String> {
     let opts = CheckOptions {
         cache_blocks: config::CACHE_BLOCKS,
         ..CheckOptions::default()
@@ -183,7 +194,12 @@ fn boot1(meta: MetaDisk, data: DataDisk) -> Result<Outcome, String> {
     Ok(Outcome::Uncommitted)
 }
 
-fn boot2(meta: MetaDisk, data: DataDisk) -> Result<Outcome, String> {
+fn boot2(
+    meta: MetaDisk,
+    data: DataDisk,
+    oos_meta: MetaDisk,
+    oos_data: DataDisk,
+) -> Result<Outcome, String> {
     println!("phase: boot 2 (after a stop without commit)");
     let open = OpenOptions {
         cache_blocks: config::CACHE_BLOCKS,
@@ -200,6 +216,9 @@ fn boot2(meta: MetaDisk, data: DataDisk) -> Result<Outcome, String> {
     println!("committed state: verified {s:?}");
     let mut meta = rig.pool.into_device();
     checker(&mut meta)?;
+    drop(rig.model);
+    // On its own disks: the committed state above stays as the host will check it.
+    oos::run(oos_meta, oos_data).map_err(|e| format!("oos: {e}"))?;
     println!(
         "RESULT pass: {} devices, {} mappings, {} data blocks as committed",
         s.devices, s.mappings, s.data_blocks

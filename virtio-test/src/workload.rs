@@ -16,7 +16,7 @@ use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use thin_core::thin::{Pool, WritePlan};
+use thin_core::thin::{Pool, PoolError, WritePlan};
 
 use crate::disk::{DataDisk, MetaDisk, DATA_BLOCK_BYTES};
 use crate::pattern::{fill_sector, fnv1a64, SECTORS, SECTOR_BYTES};
@@ -273,7 +273,7 @@ pub struct Rig {
     expect: Vec<u8>,
 }
 
-fn pool_err(what: &str, e: thin_core::thin::PoolError) -> String {
+pub fn pool_err(what: &str, e: PoolError) -> String {
     format!("{what}: {e}")
 }
 
@@ -310,20 +310,40 @@ impl Rig {
     }
 
     fn apply(&mut self, op: &Op) -> Result<(), String> {
+        match self.try_apply(op)? {
+            Ok(()) => Ok(()),
+            Err((what, e)) => Err(pool_err(what, e)),
+        }
+    }
+
+    /// Applies `op` to the pool, the data disk and the model. A refusal by the pool (from
+    /// creating a device or preparing a write) is `Ok(Err((call, error)))` and leaves the
+    /// model untouched; any other failure is `Err`.
+    pub fn try_apply(&mut self, op: &Op) -> Result<Result<(), (&'static str, PoolError)>, String> {
         let p = &mut self.pool;
         let mut discarded = None;
         match *op {
-            Op::Thin(id) => p.create_thin(id).map_err(|e| pool_err("create_thin", e))?,
-            Op::Snap { id, origin } => p
-                .create_snap(id, origin)
-                .map_err(|e| pool_err("create_snap", e))?,
+            Op::Thin(id) => {
+                if let Err(e) = p.create_thin(id) {
+                    return Ok(Err(("create_thin", e)));
+                }
+            }
+            Op::Snap { id, origin } => {
+                if let Err(e) = p.create_snap(id, origin) {
+                    return Ok(Err(("create_snap", e)));
+                }
+            }
             Op::Write {
                 dev,
                 vblock,
                 first,
                 end,
                 tag,
-            } => self.write(dev, vblock, first as usize, end as usize, tag)?,
+            } => {
+                if let Err(e) = self.write(dev, vblock, first as usize, end as usize, tag)? {
+                    return Ok(Err(("prepare_write", e)));
+                }
+            }
             Op::Discard { dev, begin, end } => {
                 discarded = Some(
                     p.discard(dev, begin, end)
@@ -346,7 +366,7 @@ impl Rig {
                 return Err(format!("pool discarded {n} mappings, model {removed}"));
             }
         }
-        Ok(())
+        Ok(Ok(()))
     }
 
     fn write(
@@ -356,14 +376,14 @@ impl Rig {
         first: usize,
         end: usize,
         tag: u32,
-    ) -> Result<(), String> {
+    ) -> Result<Result<(), PoolError>, String> {
         if first >= end || end > SECTORS {
             return Err(format!("bad sector range {first}..{end}"));
         }
-        let plan = self
-            .pool
-            .prepare_write(dev, vblock)
-            .map_err(|e| pool_err("prepare_write", e))?;
+        let plan = match self.pool.prepare_write(dev, vblock) {
+            Ok(plan) => plan,
+            Err(e) => return Ok(Err(e)),
+        };
         let whole = first == 0 && end == SECTORS;
         // Phase 1: make the target block hold what the write does not cover.
         match plan {
@@ -393,7 +413,8 @@ impl Rig {
         self.data.write(plan.target(), first, &self.buf[..n])?;
         self.pool
             .complete_write(dev, vblock, plan)
-            .map_err(|e| pool_err("complete_write", e))
+            .map_err(|e| pool_err("complete_write", e))?;
+        Ok(Ok(()))
     }
 
     /// Checks that the pool and the data disk hold exactly the model: the same devices, the

@@ -27,6 +27,12 @@ mod pattern;
 const META_BYTES: u64 = 4 << 20;
 /// Data image size (1024 data blocks of 64 KiB).
 const DATA_BYTES: u64 = 64 << 20;
+/// The out-of-space phase's metadata image (256 blocks; the pool starts on 96 of them).
+const OOS_META_BYTES: u64 = 1 << 20;
+/// The out-of-space phase's data image (256 data blocks; the pool starts on 48 of them).
+const OOS_DATA_BYTES: u64 = 16 << 20;
+/// Lines boot 2 must print, one per part of the out-of-space phase (`src/oos.rs`).
+const OOS_LINES: [&str; 2] = ["oos: data full after ", "oos: metadata full after "];
 /// The firmware's data block size.
 const DATA_BLOCK_BYTES: u64 = 64 << 10;
 /// Firmware exit code for "verified" (virtio-test/src/main.rs).
@@ -129,6 +135,7 @@ struct BoardReport {
     devices: usize,
     mappings: usize,
     pattern_sectors: u64,
+    oos: Vec<String>,
 }
 
 impl std::fmt::Display for BoardReport {
@@ -147,7 +154,11 @@ impl std::fmt::Display for BoardReport {
             f,
             " | host: {} devices, {} mappings, {} pattern sectors verified",
             self.devices, self.mappings, self.pattern_sectors
-        )
+        )?;
+        for l in &self.oos {
+            write!(f, "\n{:8} | {l}", "")?;
+        }
+        Ok(())
     }
 }
 
@@ -160,15 +171,24 @@ fn run_board(board: Board, timeout: Duration) -> Result<BoardReport> {
     std::fs::create_dir_all(&dir)?;
     let meta = dir.join("meta.img");
     let data = dir.join("data.img");
-    for (path, len) in [(&meta, META_BYTES), (&data, DATA_BYTES)] {
+    let oos_meta = dir.join("oos-meta.img");
+    let oos_data = dir.join("oos-data.img");
+    for (path, len) in [
+        (&meta, META_BYTES),
+        (&data, DATA_BYTES),
+        (&oos_meta, OOS_META_BYTES),
+        (&oos_data, OOS_DATA_BYTES),
+    ] {
         let f = std::fs::File::create(path).with_context(|| format!("{}", path.display()))?;
         f.set_len(len)?;
     }
 
-    let boot1 = boot(board, &elf, &meta, &data, timeout, Some(STOPPED_LINE))?;
+    let disks = [&meta, &data, &oos_meta, &oos_data];
+    let boot1 = boot(board, &elf, disks, timeout, Some(STOPPED_LINE))?;
     boot1.expect(End::Killed, "boot 1 (commit, then stop uncommitted)")?;
-    let boot2 = boot(board, &elf, &meta, &data, timeout, None)?;
+    let boot2 = boot(board, &elf, disks, timeout, None)?;
     boot2.expect(End::Exited(FW_OK), "boot 2 (verify the committed state)")?;
+    let oos = oos_checks(&boot2, &oos_meta)?;
     let (devices, mappings, pattern_sectors) = host_checks(&boot2, &meta, &data)?;
     Ok(BoardReport {
         board,
@@ -176,7 +196,38 @@ fn run_board(board: Board, timeout: Duration) -> Result<BoardReport> {
         devices,
         mappings,
         pattern_sectors,
+        oos,
     })
+}
+
+/// Boot 2 printed both out-of-space lines (each ends in `ok`), and the phase's metadata image
+/// passes Debian's `thin_check` and thin-core's checker. Returns the lines.
+fn oos_checks(boot2: &BootRun, oos_meta: &Path) -> Result<Vec<String>> {
+    let mut found = Vec::new();
+    for prefix in OOS_LINES {
+        let line = boot2
+            .lines
+            .iter()
+            .find(|l| l.starts_with(prefix))
+            .with_context(|| format!("boot 2 printed no line starting {prefix:?}"))?;
+        ensure!(line.ends_with(", ok"), "out-of-space phase: {line}");
+        found.push(line.clone());
+    }
+    debian::thin_check_ok(oos_meta).map_err(anyhow::Error::msg)?;
+    let image = std::fs::read(oos_meta)?;
+    let report = check(&mut MemDevice::from_image(&image), &CheckOptions::default());
+    ensure!(
+        report.is_clean(),
+        "thin-core check of {}: {:?}",
+        oos_meta.display(),
+        report.issues
+    );
+    println!(
+        "  host: out-of-space pool: Debian thin_check and thin-core check clean ({} devices, \
+         {} mappings)",
+        report.nr_devices, report.nr_mappings
+    );
+    Ok(found)
 }
 
 /// Builds the firmware for `board`; returns the ELF.
@@ -239,8 +290,7 @@ impl BootRun {
 fn boot(
     board: Board,
     elf: &Path,
-    meta: &Path,
-    data: &Path,
+    [meta, data, oos_meta, oos_data]: [&PathBuf; 4],
     timeout: Duration,
     kill_on: Option<&str>,
 ) -> Result<BootRun> {
@@ -255,6 +305,10 @@ fn boot(
         .args(["-device", "virtio-blk-device,drive=meta,serial=thin-meta"])
         .args(["-drive", &drive(data, "data")])
         .args(["-device", "virtio-blk-device,drive=data,serial=thin-data"])
+        .args(["-drive", &drive(oos_meta, "oosmeta")])
+        .args(["-device", "virtio-blk-device,drive=oosmeta,serial=oos-meta"])
+        .args(["-drive", &drive(oos_data, "oosdata")])
+        .args(["-device", "virtio-blk-device,drive=oosdata,serial=oos-data"])
         .arg("-kernel")
         .arg(elf)
         .stdin(Stdio::null())

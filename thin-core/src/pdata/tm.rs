@@ -86,6 +86,13 @@ pub struct Tm<D> {
     applying: bool,
     /// Change in the number of allocated metadata blocks not yet applied from the overlay.
     pending_alloc: i64,
+    /// Metadata blocks allocated in the committed state (start of this transaction).
+    meta_committed_allocated: u64,
+    /// Metadata blocks taken from free in this transaction. A block freed in this transaction
+    /// stays unusable until commit, so what can still be allocated is
+    /// `nr_blocks - meta_committed_allocated - meta_claimed` (as dm's metadata space map
+    /// counts it), not `nr_blocks - nr_allocated`.
+    meta_claimed: u64,
     shadowed: HashSet<u64>,
     scratch: Box<Block>,
 }
@@ -190,6 +197,8 @@ impl<D: BlockDevice> Tm<D> {
             overlay: BTreeMap::new(),
             applying: false,
             pending_alloc: 0,
+            meta_committed_allocated: first_free,
+            meta_claimed: 0,
             shadowed: HashSet::new(),
             scratch: zero_block(),
         };
@@ -232,6 +241,8 @@ impl<D: BlockDevice> Tm<D> {
         let (msm, dsm) = load_space_maps(&mut cache, meta, data)?;
         Ok(Tm {
             cache,
+            meta_committed_allocated: msm.nr_allocated,
+            meta_claimed: 0,
             msm,
             dsm,
             overlay: BTreeMap::new(),
@@ -252,6 +263,8 @@ impl<D: BlockDevice> Tm<D> {
         self.overlay.clear();
         self.applying = false;
         self.pending_alloc = 0;
+        self.meta_committed_allocated = self.msm.nr_allocated;
+        self.meta_claimed = 0;
         self.shadowed.clear();
         Ok(())
     }
@@ -385,6 +398,9 @@ impl<D: BlockDevice> Tm<D> {
             Which::Meta => {
                 self.overlay.insert(b, c);
                 self.pending_alloc += i64::from(c > 0) - i64::from(old > 0);
+                if old == 0 && c > 0 {
+                    self.meta_claimed += 1;
+                }
                 Ok(())
             }
             Which::Data => self.write_count(Which::Data, b, c),
@@ -698,6 +714,7 @@ impl<D: BlockDevice> Tm<D> {
         for k in 0..extra {
             self.overlay.insert(old + k, 1);
             self.pending_alloc += 1;
+            self.meta_claimed += 1;
         }
         self.apply_overlay()
     }
@@ -751,15 +768,31 @@ impl<D: BlockDevice> Tm<D> {
 
     /// Starts a new transaction after the superblock has been written.
     pub fn post_commit(&mut self) {
+        assert!(
+            self.overlay.is_empty() && self.pending_alloc == 0,
+            "metadata counts not settled at commit"
+        );
+        self.meta_committed_allocated = self.msm.nr_allocated;
+        self.meta_claimed = 0;
         self.shadowed.clear();
         self.msm.prev_loc.clear();
         self.dsm.prev_loc.clear();
     }
 
-    /// Free metadata blocks, counting changes not yet applied.
+    /// Metadata blocks that can still be allocated in this transaction: free now (counting
+    /// changes not yet applied) and free in the committed state. Blocks freed in this
+    /// transaction are not counted: they cannot be reused before commit, so counting them
+    /// would let the pool's reserve check pass while allocation fails half-way through an
+    /// operation.
     pub fn meta_free(&self) -> u64 {
         let used = (self.msm.nr_allocated as i64 + self.pending_alloc).max(0) as u64;
-        self.msm.nr_blocks.saturating_sub(used)
+        let free_now = self.msm.nr_blocks.saturating_sub(used);
+        let usable = self
+            .msm
+            .nr_blocks
+            .saturating_sub(self.meta_committed_allocated)
+            .saturating_sub(self.meta_claimed);
+        free_now.min(usable)
     }
 
     /// Metadata blocks changed in this transaction (shadowed or new).

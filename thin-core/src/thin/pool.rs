@@ -341,14 +341,25 @@ impl<D: BlockDevice> Pool<D> {
         &mut self,
         f: impl FnOnce(&mut Self) -> Result<R, PoolError>,
     ) -> Result<R, PoolError> {
+        if self.tm.meta_free() < METADATA_RESERVE_BLOCKS && !self.failed && !self.read_only {
+            return Err(PoolError::NoMetadataSpace);
+        }
+        self.mutate_admitted(f)
+    }
+
+    /// [`Pool::mutate`] without the reserve check, for the second half of an operation the
+    /// check already admitted (completing or giving back a prepared write): refusing it would
+    /// leave the prepared data block allocated but unmapped. Such a step needs a bounded
+    /// number of blocks, which the reserve holds.
+    fn mutate_admitted<R>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<R, PoolError>,
+    ) -> Result<R, PoolError> {
         if self.failed {
             return Err(PoolError::Failed);
         }
         if self.read_only {
             return Err(PoolError::ReadOnly);
-        }
-        if self.tm.meta_free() < METADATA_RESERVE_BLOCKS {
-            return Err(PoolError::NoMetadataSpace);
         }
         let r = f(self);
         match &r {
@@ -573,7 +584,7 @@ impl<D: BlockDevice> Pool<D> {
             WritePlan::Provision { data_block } => data_block,
             WritePlan::BreakSharing { to, .. } => to,
         };
-        self.mutate(|p| {
+        self.mutate_admitted(|p| {
             let mut d = p.device_details(id)?;
             let value = BlockTime {
                 block: b,
@@ -596,7 +607,7 @@ impl<D: BlockDevice> Pool<D> {
         match plan {
             WritePlan::InPlace { .. } => Ok(()),
             WritePlan::Provision { data_block: b } | WritePlan::BreakSharing { to: b, .. } => {
-                self.mutate(|p| Ok(p.tm.dec(Which::Data, b)?))
+                self.mutate_admitted(|p| Ok(p.tm.dec(Which::Data, b)?))
             }
         }
     }
