@@ -247,6 +247,8 @@ pub struct PollGroupStat {
     pub current_admin_qpairs: u64,
     /// I/O queues connected now.
     pub current_io_qpairs: u64,
+    /// Connections open that are no live controller's queue (no Connect yet).
+    pub current_unassociated_qpairs: u64,
     /// NVMe commands completed on I/O queues (success or not; fabrics commands excluded).
     pub completed_nvme_io: u64,
 }
@@ -316,6 +318,8 @@ pub struct TargetState {
     now_ms: u64,
     /// Cumulative queue and command counts.
     totals: PollGroupStat,
+    /// Transport connections open (connected to a controller or not).
+    open_connections: u64,
 }
 
 /// A failed command: its status and the DW0 that goes with it (Connect: IATTR/IPO).
@@ -367,6 +371,7 @@ impl TargetState {
             async_completions: Vec::new(),
             now_ms: 0,
             totals: PollGroupStat::default(),
+            open_connections: 0,
         }
     }
 
@@ -588,9 +593,12 @@ impl TargetState {
             .values()
             .map(|c| c.queues.keys().filter(|&&q| q != 0).count())
             .sum();
+        let admin = self.controllers.len() as u64;
+        let io = io as u64;
         PollGroupStat {
-            current_admin_qpairs: self.controllers.len() as u64,
-            current_io_qpairs: io as u64,
+            current_admin_qpairs: admin,
+            current_io_qpairs: io,
+            current_unassociated_qpairs: self.open_connections.saturating_sub(admin + io),
             ..self.totals
         }
     }
@@ -669,8 +677,15 @@ impl TargetState {
         !self.async_completions.is_empty()
     }
 
+    /// A transport connection was accepted (for [`PollGroupStat`]); every connection ends
+    /// with one [`TargetState::queue_closed`].
+    pub fn connection_opened(&mut self) {
+        self.open_connections += 1;
+    }
+
     /// A connection went away. Closing the admin queue ends the controller.
     pub fn queue_closed(&mut self, q: &QueueCtx) {
+        self.open_connections = self.open_connections.saturating_sub(1);
         let Some(id) = q.cntlid else { return };
         let Some(c) = self.controllers.get_mut(&id) else {
             return;
