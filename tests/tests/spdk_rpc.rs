@@ -4,7 +4,9 @@
 //! listener and the clone as namespace; the JSON it prints is parsed and checked; bad
 //! parameters get SPDK's error codes and messages (exit status 1); everything is deleted;
 //! `spdk_kill_instance` stops the daemon. A raw socket then checks framing: split and
-//! concatenated requests, batches, unknown methods, malformed JSON.
+//! concatenated requests, batches, unknown methods, malformed JSON. A third scenario drives
+//! real NVMe/TCP I/O with the in-tree initiator and checks `bdev_get_iostat`,
+//! `nvmf_subsystem_get_controllers`/`_qpairs` and `nvmf_get_stats` against exact counts.
 
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;

@@ -10,6 +10,10 @@
 //! metadata outside the base bdev (aio: a sibling file `<filename>.thinmeta`; malloc: an
 //! anonymous memory file), so `total_data_clusters` is the whole base bdev; every listener
 //! serves every subsystem; removing a host does not disconnect its live controllers.
+//!
+//! Statistics: every malloc/aio bdev and exported lvol is a [`StatBdev`]; its counters are
+//! read where the bdev lives (registry, or the reactor through `with_state`), and an lvol's
+//! counters are kept in its row while it is not exported.
 
 use std::collections::BTreeMap;
 use std::fs::File;
