@@ -4,7 +4,9 @@
 //! listener and the clone as namespace; the JSON it prints is parsed and checked; bad
 //! parameters get SPDK's error codes and messages (exit status 1); everything is deleted;
 //! `spdk_kill_instance` stops the daemon. A raw socket then checks framing: split and
-//! concatenated requests, batches, unknown methods, malformed JSON.
+//! concatenated requests, batches, unknown methods, malformed JSON. A third scenario drives
+//! real NVMe/TCP I/O with the in-tree initiator and checks `bdev_get_iostat`,
+//! `nvmf_subsystem_get_controllers`/`_qpairs` and `nvmf_get_stats` against exact counts.
 
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -557,5 +559,378 @@ fn save_config_and_restart_bring_back_lvstore_lvols_and_exports() {
     rpc(&d, &["bdev_lvol_decouple_parent", "pool/clone"]);
     let lvols = rpc_json(&d, &["bdev_lvol_get_lvols", "-l", "pool"]);
     assert_eq!(lvol(&lvols, "clone")["is_clone"], false);
+    kill(d);
+}
+
+// ----- statistics: bdev_get_iostat, nvmf_subsystem_get_controllers/_qpairs, nvmf_get_stats -----
+
+const HOST: &str = "nqn.2014-08.org.nvmexpress:uuid:stats-host";
+
+/// One raw request on a fresh connection; its response.
+fn raw_call(sock: &Path, req: &str) -> Value {
+    let mut s = UnixStream::connect(sock).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(req.as_bytes()).expect("write");
+    read_line(&mut s)
+}
+
+fn ok_cmd(
+    c: &mut nvmf_target::initiator::Conn,
+    sqe: nvmf_target::wire::sqe::Sqe,
+    data: &[u8],
+) -> Vec<u8> {
+    let (cqe, out) = c.command(sqe, data).expect("command");
+    assert!(cqe.status.is_success(), "{cqe}");
+    out
+}
+
+fn write_sqe(cid: u16, nsid: u32, slba: u64, blocks: u32, len: u32) -> nvmf_target::wire::sqe::Sqe {
+    use nvmf_target::wire::io::{IoOpcode, RwCommand};
+    use nvmf_target::wire::sgl::SglDescriptor;
+    RwCommand::new(
+        IoOpcode::Write,
+        cid,
+        nsid,
+        slba,
+        blocks,
+        SglDescriptor::in_capsule(len),
+    )
+    .to_sqe()
+}
+
+fn read_sqe(cid: u16, nsid: u32, slba: u64, blocks: u32, len: u32) -> nvmf_target::wire::sqe::Sqe {
+    use nvmf_target::wire::io::{IoOpcode, RwCommand};
+    use nvmf_target::wire::sgl::SglDescriptor;
+    RwCommand::new(
+        IoOpcode::Read,
+        cid,
+        nsid,
+        slba,
+        blocks,
+        SglDescriptor::transport(len),
+    )
+    .to_sqe()
+}
+
+/// Dataset Management (deallocate) of `ranges` (slba, blocks).
+fn dsm(c: &mut nvmf_target::initiator::Conn, cid: u16, nsid: u32, ranges: &[(u64, u32)]) {
+    use nvmf_target::wire::sgl::SglDescriptor;
+    let mut sqe = nvmf_target::wire::sqe::Sqe::new(0x09, cid, nsid);
+    sqe.cdw10 = ranges.len() as u32 - 1;
+    sqe.cdw11 = 4; // AD
+    let mut data = Vec::new();
+    for (slba, nlb) in ranges {
+        data.extend_from_slice(&0u32.to_le_bytes());
+        data.extend_from_slice(&nlb.to_le_bytes());
+        data.extend_from_slice(&slba.to_le_bytes());
+    }
+    sqe.sgl = SglDescriptor::in_capsule(data.len() as u32);
+    ok_cmd(c, sqe, &data);
+}
+
+fn iostat_of<'a>(v: &'a Value, name: &str) -> &'a Value {
+    v["bdevs"]
+        .as_array()
+        .expect("bdevs")
+        .iter()
+        .find(|b| b["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {v}"))
+}
+
+fn counts(b: &Value) -> [u64; 8] {
+    [
+        "bytes_read",
+        "num_read_ops",
+        "bytes_written",
+        "num_write_ops",
+        "bytes_unmapped",
+        "num_unmap_ops",
+        "bytes_copied",
+        "num_copy_ops",
+    ]
+    .map(|k| b[k].as_u64().unwrap_or_else(|| panic!("{k} in {b}")))
+}
+
+#[test]
+fn spdk_rpc_statistics_follow_real_io_and_connections() {
+    use nvmf_target::initiator::{Controller, HostConfig};
+    let dir = ScratchDir::new("spdk-rpc-stats").expect("temp dir");
+    let d = start(dir.path());
+    let port = d.port.to_string();
+
+    // Stat0: 16 MiB of 512-byte blocks, exported as NSID 1; an lvol as NSID 2.
+    assert_eq!(
+        rpc(&d, &["bdev_malloc_create", "-b", "Stat0", "16", "512"]),
+        "Stat0"
+    );
+    rpc(&d, &["bdev_malloc_create", "-b", "Base1", "32", "4096"]);
+    rpc(&d, &["bdev_lvol_create_lvstore", "Base1", "lvs0"]);
+    let lvol = rpc(&d, &["bdev_lvol_create", "-l", "lvs0", "-t", "vol0", "8"]);
+    let s = rpc_json(&d, &["bdev_get_iostat", "--names", "Stat0"]);
+    assert_eq!(s["tick_rate"], 1_000_000_000u64);
+    assert!(s["ticks"].as_u64().expect("ticks") > 0);
+    let b = iostat_of(&s, "Stat0");
+    assert_eq!(counts(b), [0; 8]);
+    for k in ["read", "write", "unmap", "copy"] {
+        for m in ["", "max_", "min_"] {
+            assert_eq!(b[format!("{m}{k}_latency_ticks")], 0, "{m}{k} in {b}");
+        }
+    }
+    let all = rpc_json(&d, &["bdev_get_iostat"]);
+    let names: Vec<&str> = all["bdevs"]
+        .as_array()
+        .expect("bdevs")
+        .iter()
+        .filter_map(|b| b["name"].as_str())
+        .collect();
+    assert_eq!(names, ["Stat0", "Base1", lvol.as_str()]);
+
+    rpc(&d, &["nvmf_create_transport", "-t", "TCP"]);
+    rpc(&d, &["nvmf_create_subsystem", NQN, "-a"]);
+    rpc(
+        &d,
+        &[
+            "nvmf_subsystem_add_listener",
+            NQN,
+            "-t",
+            "tcp",
+            "-a",
+            "127.0.0.1",
+            "-s",
+            &port,
+        ],
+    );
+    rpc(&d, &["nvmf_subsystem_add_ns", NQN, "Stat0"]);
+    rpc(&d, &["nvmf_subsystem_add_ns", NQN, "lvs0/vol0"]);
+    assert_eq!(
+        rpc_json(&d, &["nvmf_subsystem_get_controllers", NQN]),
+        json!([])
+    );
+    assert_eq!(rpc_json(&d, &["nvmf_subsystem_get_qpairs", NQN]), json!([]));
+    let st = rpc_json(&d, &["nvmf_get_stats"]);
+    assert_eq!(st["tick_rate"], 1_000_000_000u64);
+    let pg = &st["poll_groups"][0];
+    assert_eq!(pg["name"], "nvmf_tgt_poll_group_000");
+    assert_eq!(
+        [
+            &pg["admin_qpairs"],
+            &pg["io_qpairs"],
+            &pg["completed_nvme_io"]
+        ],
+        [0, 0, 0]
+    );
+    assert_eq!(pg["transports"], json!([{"trtype": "TCP"}]));
+
+    // A host: admin queue + 2 I/O queues.
+    let cfg = HostConfig {
+        addr: format!("127.0.0.1:{port}").parse().expect("addr"),
+        subnqn: NQN.into(),
+        hostnqn: HOST.into(),
+        digests: Default::default(),
+    };
+    let ctrl = Controller::connect(cfg, 2).expect("connect admin");
+    let mut q1 = ctrl.connect_io(1, 32).expect("I/O queue 1");
+    let mut q2 = ctrl.connect_io(2, 32).expect("I/O queue 2");
+    let pattern: Vec<u8> = (0..4096u32).map(|i| (i * 7) as u8).collect();
+    // 5 writes of 4 KiB on queue 1, 2 writes of 2 KiB on queue 2.
+    for i in 0..5u16 {
+        ok_cmd(
+            &mut q1,
+            write_sqe(i, 1, u64::from(i) * 8, 8, 4096),
+            &pattern,
+        );
+    }
+    for i in 0..2u16 {
+        ok_cmd(
+            &mut q2,
+            write_sqe(i, 1, 100 + u64::from(i) * 4, 4, 2048),
+            &pattern[..2048],
+        );
+    }
+    // 3 reads of 1 KiB and 1 of 4 KiB (the data comes back).
+    for i in 0..3u16 {
+        let back = ok_cmd(&mut q1, read_sqe(10 + i, 1, 8, 2, 1024), &[]);
+        assert_eq!(back, pattern[..1024]);
+    }
+    assert_eq!(ok_cmd(&mut q2, read_sqe(10, 1, 0, 8, 4096), &[]), pattern);
+    // Deallocate two ranges (8 + 16 blocks): two unmaps.
+    dsm(&mut q1, 20, 1, &[(0, 8), (200, 16)]);
+    // A read beyond the end fails: not counted as I/O, but a completed command.
+    let (cqe, _) = q1
+        .command(read_sqe(21, 1, 32767, 2, 1024), &[])
+        .expect("command");
+    assert!(!cqe.status.is_success());
+    // One 4 KiB write to the lvol.
+    ok_cmd(&mut q2, write_sqe(30, 2, 0, 1, 4096), &pattern);
+    let nvme_commands = 5 + 2 + 3 + 1 + 1 + 1 + 1;
+
+    let s = rpc_json(&d, &["bdev_get_iostat", "--names", "Stat0"]);
+    let b = iostat_of(&s, "Stat0");
+    let expect = [
+        3 * 1024 + 4096,
+        4,
+        5 * 4096 + 2 * 2048,
+        7,
+        24 * 512,
+        2,
+        0,
+        0,
+    ];
+    assert_eq!(counts(b), expect, "{b}");
+    for k in ["read", "write", "unmap"] {
+        let (sum, max, min) = (
+            b[format!("{k}_latency_ticks")].as_u64().expect("sum"),
+            b[format!("max_{k}_latency_ticks")].as_u64().expect("max"),
+            b[format!("min_{k}_latency_ticks")].as_u64().expect("min"),
+        );
+        assert!(max > 0 && min <= max && max <= sum, "{k}: {b}");
+    }
+    let v = rpc_json(
+        &d,
+        &["bdev_get_iostat", "--names", &format!("Stat0,{lvol}")],
+    );
+    assert_eq!(counts(iostat_of(&v, &lvol)), [0, 0, 4096, 1, 0, 0, 0, 0]);
+    // The lvstore's base bdev counts what its pool did through it: the lvol's first
+    // write provisioned a cluster (written whole), plus metadata and label writes.
+    let v = rpc_json(&d, &["bdev_get_iostat", "--names", "Base1"]);
+    let base = iostat_of(&v, "Base1");
+    assert!(
+        base["bytes_written"].as_u64().expect("bytes") >= 4 << 20,
+        "base counters miss the pool's I/O: {base}"
+    );
+    let pc = rpc_json(&d, &["bdev_get_iostat", "-c", "--names", "Stat0"]);
+    assert_eq!(pc["name"], "Stat0");
+    assert_eq!(pc["channels"][0]["thread_id"], 1);
+    assert_eq!(counts(&pc["channels"][0]), expect);
+
+    let c = rpc_json(&d, &["nvmf_subsystem_get_controllers", NQN]);
+    assert_eq!(
+        c,
+        json!([{"cntlid": ctrl.cntlid, "cntrltype": "io", "hostnqn": HOST,
+                "hostid": "6e766d66-2d70-6572-662d-686f73742d30", "num_io_qpairs": 3}]),
+        "SPDK counts the admin queue in num_io_qpairs"
+    );
+    let qp = rpc_json(&d, &["nvmf_subsystem_get_qpairs", NQN]);
+    let qp = qp.as_array().expect("qpairs");
+    assert_eq!(qp.len(), 3, "1 admin + 2 I/O: {qp:?}");
+    for (i, q) in qp.iter().enumerate() {
+        assert_eq!(q["cntlid"], ctrl.cntlid);
+        assert_eq!(q["qid"], i);
+        assert_eq!(q["state"], "enabled");
+        assert_eq!(q["thread"], "nvmf_tgt_poll_group_000");
+        assert_eq!(q["hostnqn"], HOST);
+        assert_eq!(
+            q["listen_address"],
+            json!({"trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": port})
+        );
+        assert_eq!(q["peer_address"]["traddr"], "127.0.0.1");
+        assert_ne!(q["peer_address"]["trsvcid"], port.as_str());
+    }
+    let st = rpc_json(&d, &["nvmf_get_stats"]);
+    let pg = &st["poll_groups"][0];
+    assert_eq!(
+        [
+            &pg["admin_qpairs"],
+            &pg["io_qpairs"],
+            &pg["current_admin_qpairs"],
+            &pg["current_io_qpairs"],
+            &pg["pending_bdev_io"],
+            &pg["completed_nvme_io"],
+        ],
+        [1, 2, 1, 2, 0, nvme_commands],
+        "{pg}"
+    );
+
+    // Disconnect: the controller and its queues go away, the totals stay.
+    drop((q1, q2, ctrl));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rpc_json(&d, &["nvmf_subsystem_get_controllers", NQN]) != json!([]) {
+        assert!(Instant::now() < deadline, "controller still listed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(rpc_json(&d, &["nvmf_subsystem_get_qpairs", NQN]), json!([]));
+    let st = rpc_json(&d, &["nvmf_get_stats"]);
+    let pg = &st["poll_groups"][0];
+    assert_eq!(
+        [
+            &pg["admin_qpairs"],
+            &pg["io_qpairs"],
+            &pg["current_admin_qpairs"],
+            &pg["current_io_qpairs"],
+        ],
+        [1, 2, 0, 0],
+        "{pg}"
+    );
+
+    // The counters stay with the bdevs when the namespaces go; reset-mode clears them.
+    rpc(&d, &["nvmf_subsystem_remove_ns", NQN, "1"]);
+    rpc(&d, &["nvmf_subsystem_remove_ns", NQN, "2"]);
+    let s = rpc_json(
+        &d,
+        &["bdev_get_iostat", "--names", "Stat0", "--reset-mode", "all"],
+    );
+    assert_eq!(counts(iostat_of(&s, "Stat0")), expect);
+    let s = rpc_json(&d, &["bdev_get_iostat", "--names", "Stat0,lvs0/vol0"]);
+    assert_eq!(counts(iostat_of(&s, "Stat0")), [0; 8], "reset");
+    assert_eq!(counts(iostat_of(&s, &lvol)), [0, 0, 4096, 1, 0, 0, 0, 0]);
+
+    // Errors, with SPDK's codes.
+    assert_eq!(
+        rpc_err(&d, &["bdev_get_iostat", "--names", "nope"]),
+        (-19, "No such device".into())
+    );
+    assert_eq!(
+        rpc_err(&d, &["bdev_get_iostat", "-c"]),
+        (-22, "Invalid argument".into()),
+        "per channel needs exactly one bdev"
+    );
+    let none = "nqn.2016-06.io.spdk:none";
+    for m in [
+        "nvmf_subsystem_get_controllers",
+        "nvmf_subsystem_get_qpairs",
+    ] {
+        assert_eq!(
+            rpc_err(&d, &[m, none]),
+            (-32602, format!("Subsystem with NQN '{none}' not found"))
+        );
+    }
+    assert_eq!(
+        rpc_err(&d, &["nvmf_get_stats", "-t", "other"]),
+        (-32603, "Unable to find a target.".into())
+    );
+    let err = |req: &str| raw_call(&d.sock, req)["error"].clone();
+    assert_eq!(
+        err(r#"{"jsonrpc":"2.0","method":"bdev_get_iostat","id":1,"params":{"names":"Stat0"}}"#),
+        json!({"code": -32603, "message": "spdk_json_decode_object failed"})
+    );
+    assert_eq!(
+        err(r#"{"jsonrpc":"2.0","method":"bdev_get_iostat","id":1,"params":{"per_channel":1}}"#),
+        json!({"code": -32603, "message": "spdk_json_decode_object failed"})
+    );
+    assert_eq!(
+        err(r#"{"jsonrpc":"2.0","method":"nvmf_subsystem_get_qpairs","id":1,"params":{"nqn":5}}"#),
+        json!({"code": -32602, "message": "Invalid parameters"})
+    );
+    assert_eq!(
+        err(r#"{"jsonrpc":"2.0","method":"nvmf_subsystem_get_controllers","id":1}"#),
+        json!({"code": -32602, "message": "Invalid parameters"})
+    );
+    assert_eq!(
+        err(r#"{"jsonrpc":"2.0","method":"nvmf_get_stats","id":1,"params":{"bogus":true}}"#),
+        json!({"code": -32602, "message": "Invalid parameters"})
+    );
+    let methods = rpc_json(&d, &["rpc_get_methods"]);
+    for m in [
+        "bdev_get_iostat",
+        "nvmf_subsystem_get_controllers",
+        "nvmf_subsystem_get_qpairs",
+        "nvmf_get_stats",
+    ] {
+        assert!(
+            methods.as_array().expect("array").contains(&json!(m)),
+            "{m}"
+        );
+    }
     kill(d);
 }

@@ -9,7 +9,10 @@ use thiserror::Error;
 pub mod file;
 pub mod lvs;
 pub mod malloc;
+pub mod stat;
 pub mod thin;
+
+pub use stat::{IoStat, StatBdev};
 
 /// Why a block I/O failed; the controller maps these to NVMe status codes.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -76,6 +79,14 @@ pub trait Bdev: Send {
     /// Called by the reactor regularly with a monotonic time in milliseconds (periodic
     /// commits, out-of-space timeouts).
     fn poll(&mut self, _now_ms: u64) {}
+    /// I/O counters, for bdevs that keep them ([`StatBdev`]).
+    fn io_stat(&self) -> Option<&IoStat> {
+        None
+    }
+    /// I/O counters, to reset them.
+    fn io_stat_mut(&mut self) -> Option<&mut IoStat> {
+        None
+    }
 }
 
 /// Checks that `[lba, lba + count)` lies within `num_blocks`.

@@ -3,7 +3,9 @@
 
 use ::log::debug;
 
-use super::{dnr, CmdResult, Controller, Fail, QueueCtx, TargetState, MAX_AERS, VERSION};
+use super::{
+    dnr, CmdResult, Controller, Fail, QueueCtx, TargetState, ERROR_LOG_ENTRIES, MAX_AERS, VERSION,
+};
 use crate::wire::admin::{AbortCommand, AdminOpcode};
 use crate::wire::fabrics::DISCOVERY_NQN;
 use crate::wire::features::{
@@ -143,6 +145,8 @@ impl TargetState {
         id.mdts = self.config.mdts;
         id.oaes = oaes::NS_ATTR;
         id.oncs = oncs::DSM | oncs::WRITE_ZEROES;
+        // 0's based: the Error Information log holds ERROR_LOG_ENTRIES entries.
+        id.elpe = (ERROR_LOG_ENTRIES - 1) as u8;
         id.vwc = identify::vwc::PRESENT | identify::vwc::FLUSH_ALL_UNSUPPORTED;
         id.ioccsz = (64 + self.config.in_capsule_data_size) / 16;
         id.wctemp = 0x157;
@@ -184,7 +188,7 @@ impl TargetState {
         let log: Vec<u8> = match cmd.lid {
             LogPageId::Discovery if discovery => self.discovery_log(q)?,
             _ if discovery => return Err(dnr(Status::INVALID_FIELD)),
-            LogPageId::ErrorInformation => vec![0u8; log::ErrorLogEntry::LEN],
+            LogPageId::ErrorInformation => self.error_log(q)?,
             LogPageId::SmartHealth => self.smart_log(q)?,
             LogPageId::FirmwareSlot => {
                 let mut fr = [b' '; 8];
@@ -242,13 +246,25 @@ impl TargetState {
             power_on_hours: u128::from(self.now_ms / 3_600_000),
             unsafe_shutdowns: 0,
             media_errors: 0,
-            num_err_log_entries: 0,
+            num_err_log_entries: u128::from(c.error_count),
             warning_temp_time: 0,
             critical_comp_time: 0,
             temp_sensor: [0; 8],
         };
         let mut b = vec![0u8; SmartLog::LEN];
         s.emit(&mut b).map_err(|_| dnr(Status::INTERNAL_ERROR))?;
+        Ok(b)
+    }
+
+    /// The Error Information log: [`ERROR_LOG_ENTRIES`] slots, newest first, unused ones
+    /// zero (Error Count 0 = empty).
+    fn error_log(&self, q: &QueueCtx) -> Result<Vec<u8>, Fail> {
+        let c = self.controller(q)?;
+        let len = log::ErrorLogEntry::LEN;
+        let mut b = vec![0u8; ERROR_LOG_ENTRIES * len];
+        for (e, slot) in c.errors.iter().rev().zip(b.chunks_exact_mut(len)) {
+            e.emit(slot).map_err(|_| dnr(Status::INTERNAL_ERROR))?;
+        }
         Ok(b)
     }
 

@@ -33,13 +33,16 @@ use std::net::SocketAddr;
 
 use log::{debug, info, warn};
 
-use crate::bdev::{Bdev, BdevError};
+use crate::bdev::stat::ResetMode;
+use crate::bdev::{Bdev, BdevError, IoStat};
 use crate::wire::admin::AsyncEvent;
 use crate::wire::cqe::{Cqe, SQHD_DISABLED};
 use crate::wire::fabrics::{
     self, ipo, ConnectCommand, ConnectData, ConnectResponse, FabricsCommandType, InvalidParam,
     PropertyCommand, PropertySize, CNTLID_DYNAMIC, CNTLID_MAX,
 };
+use crate::wire::io::IoOpcode;
+use crate::wire::log::ErrorLogEntry;
 use crate::wire::pdu::SglDataCheck;
 use crate::wire::registers::{offset, property_size, shutdown, Cap, Cc, Csts, Vs};
 use crate::wire::sqe::{DataDirection, Sqe};
@@ -108,6 +111,8 @@ pub struct QueueCtx {
     pub sq_flow_disabled: bool,
     /// Local address of the connection (discovery log entries for wildcard listeners).
     pub local_addr: Option<SocketAddr>,
+    /// The host's address (`nvmf_subsystem_get_qpairs`).
+    pub peer_addr: Option<SocketAddr>,
 }
 
 impl QueueCtx {
@@ -119,7 +124,14 @@ impl QueueCtx {
             sqhd: 0,
             sq_flow_disabled: false,
             local_addr,
+            peer_addr: None,
         }
+    }
+
+    /// Records the host's address.
+    pub fn with_peer(mut self, peer: Option<SocketAddr>) -> Self {
+        self.peer_addr = peer;
+        self
     }
 
     /// Whether a Connect succeeded on this queue.
@@ -206,6 +218,45 @@ pub enum CtrlrError {
     InvalidNqn(String),
 }
 
+/// Error Information log entries kept per controller (ELPE + 1); older ones drop off.
+pub const ERROR_LOG_ENTRIES: usize = 64;
+
+/// Addresses of one connected queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueAddrs {
+    pub local: Option<SocketAddr>,
+    pub peer: Option<SocketAddr>,
+}
+
+/// A live controller as management sees it (`nvmf_subsystem_get_controllers`/`_qpairs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerInfo {
+    pub cntlid: u16,
+    pub subnqn: String,
+    pub hostnqn: String,
+    pub hostid: [u8; 16],
+    pub discovery: bool,
+    /// Connected queues by QID (0 = admin), with their addresses.
+    pub queues: Vec<(u16, QueueAddrs)>,
+}
+
+/// Queue-pair and command counters of the reactor (SPDK's poll group statistics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PollGroupStat {
+    /// Admin queues connected since start.
+    pub admin_qpairs: u64,
+    /// I/O queues connected since start.
+    pub io_qpairs: u64,
+    /// Admin queues connected now.
+    pub current_admin_qpairs: u64,
+    /// I/O queues connected now.
+    pub current_io_qpairs: u64,
+    /// Connections open that are no live controller's queue (no Connect yet).
+    pub current_unassociated_qpairs: u64,
+    /// NVMe commands completed on I/O queues (success or not; fabrics commands excluded).
+    pub completed_nvme_io: u64,
+}
+
 /// Per-controller counters for the SMART log.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Counters {
@@ -230,7 +281,8 @@ struct Controller {
     last_ka_ms: u64,
     /// I/O queues granted (1-based count); 0 until Set Features Number of Queues.
     io_queues: u16,
-    connected_qids: BTreeSet<u16>,
+    /// Connected queues (0 = admin) and their addresses.
+    queues: BTreeMap<u16, QueueAddrs>,
     aec: u32,
     aers: Vec<u16>,
     pending_events: VecDeque<AsyncEvent>,
@@ -240,6 +292,10 @@ struct Controller {
     changed_ns_overflow: bool,
     vwc_enabled: bool,
     counters: Counters,
+    /// Error Information log, newest last, at most [`ERROR_LOG_ENTRIES`].
+    errors: VecDeque<ErrorLogEntry>,
+    /// Errors recorded over the controller's life (the last entry's Error Count).
+    error_count: u64,
 }
 
 impl Controller {
@@ -266,6 +322,10 @@ pub struct TargetState {
     now_ms: u64,
     /// Set by an I/O whose bdev asked for it to run again later.
     retry_wanted: bool,
+    /// Cumulative queue and command counts.
+    totals: PollGroupStat,
+    /// Transport connections open (connected to a controller or not).
+    open_connections: u64,
 }
 
 /// A failed command: its status and the DW0 that goes with it (Connect: IATTR/IPO).
@@ -283,6 +343,12 @@ impl From<CompletionStatus> for Fail {
 
 /// DW0 and DW1 of a successful command, or why it failed.
 type CmdResult = Result<(u32, u32), Fail>;
+
+/// A command of the NVM command set on a connected I/O queue (what SPDK counts as
+/// `completed_nvme_io`, and what the Error Information log records).
+fn is_io_command(q: &QueueCtx, sqe: &Sqe) -> bool {
+    q.is_connected() && q.qid != 0 && !sqe.is_fabrics()
+}
 
 /// A permanent (DNR) failure.
 fn dnr(s: Status) -> Fail {
@@ -313,6 +379,8 @@ impl TargetState {
             async_completions: Vec::new(),
             now_ms: 0,
             retry_wanted: false,
+            totals: PollGroupStat::default(),
+            open_connections: 0,
         }
     }
 
@@ -512,6 +580,63 @@ impl TargetState {
         self.controllers.len()
     }
 
+    /// Every live controller with its connected queues, by CNTLID.
+    pub fn controllers_info(&self) -> Vec<ControllerInfo> {
+        self.controllers
+            .values()
+            .map(|c| ControllerInfo {
+                cntlid: c.cntlid,
+                subnqn: c.subnqn.clone(),
+                hostnqn: c.hostnqn.clone(),
+                hostid: c.hostid,
+                discovery: c.discovery,
+                queues: c.queues.iter().map(|(q, a)| (*q, *a)).collect(),
+            })
+            .collect()
+    }
+
+    /// Queue and command counts (one reactor = one SPDK poll group).
+    pub fn poll_group_stat(&self) -> PollGroupStat {
+        let io: usize = self
+            .controllers
+            .values()
+            .map(|c| c.queues.keys().filter(|&&q| q != 0).count())
+            .sum();
+        let admin = self.controllers.len() as u64;
+        let io = io as u64;
+        PollGroupStat {
+            current_admin_qpairs: admin,
+            current_io_qpairs: io,
+            current_unassociated_qpairs: self.open_connections.saturating_sub(admin + io),
+            ..self.totals
+        }
+    }
+
+    /// The I/O counters of every namespace bdev that keeps them and whose name `want`
+    /// accepts, by bdev name; then resets them as `reset` says.
+    pub fn bdev_io_stats(
+        &mut self,
+        want: impl Fn(&str) -> bool,
+        reset: ResetMode,
+    ) -> Vec<(String, IoStat)> {
+        let mut out = Vec::new();
+        for ns in self
+            .subsystems
+            .values_mut()
+            .flat_map(|s| s.namespaces.values_mut())
+        {
+            if !want(ns.bdev.name()) {
+                continue;
+            }
+            let name = ns.bdev.name().to_owned();
+            if let Some(st) = ns.bdev.io_stat_mut() {
+                out.push((name, *st));
+                st.reset(reset);
+            }
+        }
+        out
+    }
+
     // ----- time -----
 
     /// Advances time: polls the bdevs and expires keep-alive timers. Returns the controllers
@@ -561,8 +686,15 @@ impl TargetState {
         !self.async_completions.is_empty()
     }
 
+    /// A transport connection was accepted (for [`PollGroupStat`]); every connection ends
+    /// with one [`TargetState::queue_closed`].
+    pub fn connection_opened(&mut self) {
+        self.open_connections += 1;
+    }
+
     /// A connection went away. Closing the admin queue ends the controller.
     pub fn queue_closed(&mut self, q: &QueueCtx) {
+        self.open_connections = self.open_connections.saturating_sub(1);
         let Some(id) = q.cntlid else { return };
         let Some(c) = self.controllers.get_mut(&id) else {
             return;
@@ -571,7 +703,7 @@ impl TargetState {
             info!("controller {id} ({}): admin queue closed", c.hostnqn);
             self.controllers.remove(&id);
         } else {
-            c.connected_qids.remove(&q.qid);
+            c.queues.remove(&q.qid);
         }
     }
 
@@ -598,12 +730,19 @@ impl TargetState {
     /// Step 1: classifies a command's data transfer; an error status fails the command
     /// without any data transfer (the in-capsule data, if any, was consumed already).
     pub fn prepare(
-        &self,
+        &mut self,
         q: &QueueCtx,
         sqe: &Sqe,
         check: SglDataCheck,
     ) -> Result<DataXfer, CompletionStatus> {
-        self.classify(q, sqe, check).map_err(|f| f.status)
+        let r = self.classify(q, sqe, check).map_err(|f| f.status);
+        if let Err(status) = r {
+            if is_io_command(q, sqe) {
+                self.record_error(q, sqe, status);
+                self.totals.completed_nvme_io += 1;
+            }
+        }
+        r
     }
 
     fn classify(&self, q: &QueueCtx, sqe: &Sqe, check: SglDataCheck) -> Result<DataXfer, Fail> {
@@ -664,6 +803,7 @@ impl TargetState {
         now_ms: u64,
     ) -> Outcome {
         self.now_ms = now_ms;
+        let io_command = is_io_command(q, sqe);
         let result = if sqe.is_fabrics() {
             self.fabrics(q, sqe, data_in, now_ms)
         } else if !q.is_connected() {
@@ -691,10 +831,45 @@ impl TargetState {
             Ok((dw0, dw1)) => q.cqe(sqe.cid, CompletionStatus::SUCCESS, dw0, dw1),
             Err(Fail { status, dw0 }) => {
                 debug!("qid {} cid {:#x}: {status} for {sqe}", q.qid, sqe.cid);
+                if io_command {
+                    self.record_error(q, sqe, status);
+                }
                 q.cqe(sqe.cid, status, dw0, 0)
             }
         };
+        if io_command {
+            self.totals.completed_nvme_io += 1;
+        }
         Outcome::Complete(cqe)
+    }
+
+    /// Adds an Error Information log entry for a command of `q` that failed with `status`.
+    fn record_error(&mut self, q: &QueueCtx, sqe: &Sqe, status: CompletionStatus) {
+        let Some(c) = q.cntlid.and_then(|id| self.controllers.get_mut(&id)) else {
+            return;
+        };
+        c.error_count = c.error_count.wrapping_add(1).max(1);
+        let lba = match IoOpcode::from_u8(sqe.opcode) {
+            IoOpcode::Read | IoOpcode::Write | IoOpcode::WriteZeroes | IoOpcode::Compare => {
+                u64::from(sqe.cdw10) | (u64::from(sqe.cdw11) << 32)
+            }
+            _ => 0,
+        };
+        if c.errors.len() >= ERROR_LOG_ENTRIES {
+            c.errors.pop_front();
+        }
+        c.errors.push_back(ErrorLogEntry {
+            error_count: c.error_count,
+            sqid: q.qid,
+            cid: sqe.cid,
+            status: status.to_wire(false),
+            param_error_location: 0xFFFF,
+            lba,
+            nsid: sqe.nsid,
+            vendor_info: 0,
+            trtype: crate::wire::log::trtype::TCP,
+            command_specific: 0,
+        });
     }
 
     fn controller_mut(&mut self, q: &QueueCtx) -> Result<&mut Controller, Fail> {
@@ -808,6 +983,10 @@ impl TargetState {
         } else {
             cmd.kato_ms
         };
+        let addrs = QueueAddrs {
+            local: q.local_addr,
+            peer: q.peer_addr,
+        };
         info!(
             "controller {cntlid}: {} connected to {subnqn} (kato {kato_ms} ms)",
             hostnqn
@@ -825,7 +1004,7 @@ impl TargetState {
                 kato_ms,
                 last_ka_ms: now_ms,
                 io_queues: 0,
-                connected_qids: BTreeSet::new(),
+                queues: BTreeMap::from([(0, addrs)]),
                 aec: 0,
                 aers: Vec::new(),
                 pending_events: VecDeque::new(),
@@ -834,8 +1013,11 @@ impl TargetState {
                 changed_ns_overflow: false,
                 vwc_enabled: true,
                 counters: Counters::default(),
+                errors: VecDeque::new(),
+                error_count: 0,
             },
         );
+        self.totals.admin_qpairs += 1;
         q.qid = 0;
         q.cntlid = Some(cntlid);
         q.sqsize = cmd.sqsize;
@@ -870,12 +1052,20 @@ impl TargetState {
         if cmd.sqsize == 0 || cmd.sqsize > mqes {
             return ConnectResponse::invalid_param(InvalidParam::sqe(ipo::SQSIZE));
         }
-        if !c.connected_qids.insert(cmd.qid) {
+        if c.queues.contains_key(&cmd.qid) {
             return ConnectResponse::Failure {
                 status: Status::COMMAND_SEQUENCE_ERROR.dnr(),
                 param: None,
             };
         }
+        c.queues.insert(
+            cmd.qid,
+            QueueAddrs {
+                local: q.local_addr,
+                peer: q.peer_addr,
+            },
+        );
+        self.totals.io_qpairs += 1;
         debug!("controller {}: I/O queue {} connected", c.cntlid, cmd.qid);
         q.qid = cmd.qid;
         q.cntlid = Some(c.cntlid);

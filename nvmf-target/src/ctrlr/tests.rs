@@ -443,3 +443,203 @@ fn thin_namespace_fields_and_out_of_space() {
         (Status::CAPACITY_EXCEEDED, true)
     );
 }
+
+fn get_log(t: &mut TargetState, a: &mut QueueCtx, lid: LogPageId, len: u32) -> Vec<u8> {
+    let g = GetLogPageCommand::new(lid, 0xFFFF_FFFF, 0, len);
+    let (c, data) = run(t, a, g.to_sqe(0x40), &[], len as usize);
+    assert!(c.status.is_success(), "{c}");
+    data
+}
+
+fn error_entries(t: &mut TargetState, a: &mut QueueCtx) -> Vec<crate::wire::log::ErrorLogEntry> {
+    let len = crate::wire::log::ErrorLogEntry::LEN;
+    let data = get_log(
+        t,
+        a,
+        LogPageId::ErrorInformation,
+        (ERROR_LOG_ENTRIES * len) as u32,
+    );
+    data.chunks_exact(len)
+        .map(|c| crate::wire::log::ErrorLogEntry::parse(c).unwrap())
+        .collect()
+}
+
+#[test]
+fn io_errors_fill_the_error_log_and_smart_count() {
+    let mut t = target();
+    let (mut a, cntlid) = admin(&mut t, 0);
+    let id = IdentifyCommand {
+        nsid: 0,
+        cns: Cns::Controller,
+        cntid: 0,
+        cnssid: 0,
+        csi: 0,
+        uuid_index: 0,
+        data_len: 4096,
+    };
+    let (_, data) = run(&mut t, &mut a, id.to_sqe(4), &[], 4096);
+    let idc = crate::wire::identify::IdentifyController::parse(&data).unwrap();
+    assert_eq!(usize::from(idc.elpe) + 1, ERROR_LOG_ENTRIES);
+    assert!(error_entries(&mut t, &mut a)
+        .iter()
+        .all(|e| e.error_count == 0));
+
+    let mut q = io_queue(&mut t, cntlid, &mut a);
+    // A good read: no entry.
+    let ok = RwCommand::new(IoOpcode::Read, 20, 1, 0, 1, SglDescriptor::transport(512));
+    assert!(run(&mut t, &mut q, ok.to_sqe(), &[], 512)
+        .0
+        .status
+        .is_success());
+    // 1: LBA out of range.
+    let oob = RwCommand::new(
+        IoOpcode::Read,
+        21,
+        1,
+        2047,
+        2,
+        SglDescriptor::transport(1024),
+    );
+    let (c1, _) = run(&mut t, &mut q, oob.to_sqe(), &[], 1024);
+    assert_eq!(c1.status.status, Status::LBA_OUT_OF_RANGE);
+    // 2: unknown namespace.
+    let bad_ns = RwCommand::new(IoOpcode::Read, 22, 9, 5, 1, SglDescriptor::transport(512));
+    let (c2, _) = run(&mut t, &mut q, bad_ns.to_sqe(), &[], 512);
+    assert_eq!(c2.status.status, Status::INVALID_NS_OR_FORMAT);
+    // 3: a write refused before its data is fetched (wrong SGL length).
+    let w = RwCommand::new(
+        IoOpcode::Write,
+        23,
+        1,
+        100,
+        2,
+        SglDescriptor::transport(512),
+    );
+    let st = t
+        .prepare(&q, &w.to_sqe(), SglDataCheck::Transport { len: 512 })
+        .unwrap_err();
+    // Admin errors are not logged.
+    let g = GetLogPageCommand::new(LogPageId::Unknown(0x42), 0, 0, 512);
+    assert!(!run(&mut t, &mut a, g.to_sqe(11), &[], 512)
+        .0
+        .status
+        .is_success());
+
+    let e = error_entries(&mut t, &mut a);
+    assert_eq!(e[0].error_count, 3, "newest first");
+    assert_eq!((e[0].sqid, e[0].cid, e[0].lba, e[0].nsid), (1, 23, 100, 1));
+    assert_eq!(e[0].status, st.to_wire(false));
+    assert_eq!(
+        (e[1].error_count, e[1].cid, e[1].nsid, e[1].lba),
+        (2, 22, 9, 5)
+    );
+    assert_eq!(e[1].status, c2.status.to_wire(false));
+    assert_eq!((e[2].error_count, e[2].cid, e[2].lba), (1, 21, 2047));
+    assert_eq!(e[2].status, c1.status.to_wire(false));
+    assert_eq!(
+        (e[2].param_error_location, e[2].trtype),
+        (0xFFFF, crate::wire::log::trtype::TCP)
+    );
+    assert!(e[3..].iter().all(|x| x.error_count == 0));
+    let smart = get_log(&mut t, &mut a, LogPageId::SmartHealth, 512);
+    let s = crate::wire::log::SmartLog::parse(&smart).unwrap();
+    assert_eq!(s.num_err_log_entries, 3);
+
+    // The ring keeps the newest ERROR_LOG_ENTRIES.
+    for i in 0..70u16 {
+        let r = RwCommand::new(
+            IoOpcode::Read,
+            100 + i,
+            1,
+            4096,
+            1,
+            SglDescriptor::transport(512),
+        );
+        run(&mut t, &mut q, r.to_sqe(), &[], 512);
+    }
+    let e = error_entries(&mut t, &mut a);
+    assert_eq!(e[0].error_count, 73);
+    assert_eq!(e[0].cid, 169);
+    assert_eq!(
+        e[ERROR_LOG_ENTRIES - 1].error_count,
+        73 - ERROR_LOG_ENTRIES as u64 + 1
+    );
+    let smart = get_log(&mut t, &mut a, LogPageId::SmartHealth, 512);
+    assert_eq!(
+        crate::wire::log::SmartLog::parse(&smart)
+            .unwrap()
+            .num_err_log_entries,
+        73
+    );
+
+    // Statistics: 1 admin + 1 I/O queue; 1 + 3 + 70 I/O commands completed.
+    let st = t.poll_group_stat();
+    assert_eq!(
+        (
+            st.admin_qpairs,
+            st.io_qpairs,
+            st.current_admin_qpairs,
+            st.current_io_qpairs
+        ),
+        (1, 1, 1, 1)
+    );
+    assert_eq!(st.completed_nvme_io, 74);
+    let info = t.controllers_info();
+    assert_eq!(info.len(), 1);
+    assert_eq!((info[0].cntlid, info[0].hostnqn.as_str()), (cntlid, HOST));
+    assert_eq!(info[0].hostid, [7; 16]);
+    let qids: Vec<u16> = info[0].queues.iter().map(|(q, _)| *q).collect();
+    assert_eq!(qids, [0, 1]);
+    t.queue_closed(&q);
+    assert_eq!(t.poll_group_stat().current_io_qpairs, 0);
+    t.queue_closed(&a);
+    let st = t.poll_group_stat();
+    assert_eq!(
+        (st.current_admin_qpairs, st.admin_qpairs, st.io_qpairs),
+        (0, 1, 1)
+    );
+    assert!(t.controllers_info().is_empty());
+}
+
+#[test]
+fn namespace_bdev_io_stats_are_read_and_reset() {
+    use crate::bdev::stat::ResetMode;
+    let mut t = TargetState::new(CtrlrConfig::default());
+    t.add_subsystem(SubsystemConfig::new(NQN).allow_any_host(false).host(HOST))
+        .unwrap();
+    t.add_namespace(NQN, 1, Box::new(crate::bdev::StatBdev::new(malloc(2048))))
+        .unwrap();
+    let (mut a, cntlid) = admin(&mut t, 0);
+    let mut q = io_queue(&mut t, cntlid, &mut a);
+    let w = RwCommand::new(
+        IoOpcode::Write,
+        9,
+        1,
+        10,
+        8,
+        SglDescriptor::in_capsule(4096),
+    );
+    assert!(run(&mut t, &mut q, w.to_sqe(), &[1u8; 4096], 0)
+        .0
+        .status
+        .is_success());
+    let r = RwCommand::new(IoOpcode::Read, 10, 1, 10, 2, SglDescriptor::transport(1024));
+    assert!(run(&mut t, &mut q, r.to_sqe(), &[], 1024)
+        .0
+        .status
+        .is_success());
+    let s = t.bdev_io_stats(|n| n == "m", ResetMode::All);
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].0, "m");
+    assert_eq!((s[0].1.write.ops, s[0].1.write.bytes), (1, 4096));
+    assert_eq!((s[0].1.read.ops, s[0].1.read.bytes), (1, 1024));
+    let s = t.bdev_io_stats(|_| true, ResetMode::None);
+    assert_eq!(
+        s[0].1,
+        crate::bdev::IoStat::default(),
+        "reset after reading"
+    );
+    assert!(t
+        .bdev_io_stats(|n| n == "other", ResetMode::None)
+        .is_empty());
+}

@@ -12,6 +12,10 @@
 //!
 //! Deviations from SPDK (documented in `docs/rpc.md`): every listener serves every
 //! subsystem; removing a host does not disconnect its live controllers.
+//!
+//! Statistics: every malloc/aio bdev and exported lvol is a [`StatBdev`]; its counters are
+//! read where the bdev lives (registry, or the reactor through `with_state`), and an lvol's
+//! counters are kept in its row while it is not exported.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -28,9 +32,10 @@ use super::{Errno, RpcError};
 use crate::bdev::file::FileBdev;
 use crate::bdev::lvs::{self, Label, LabelError, Layout};
 use crate::bdev::malloc::Malloc;
+use crate::bdev::stat::{now_ticks, ResetMode, TICK_RATE};
 use crate::bdev::thin::{PoolDevices, ThinPool, ThinVolume, DEFAULT_CACHE_BLOCKS};
-use crate::bdev::{Bdev, BdevError, ThinInfo};
-use crate::ctrlr::SubsystemConfig;
+use crate::bdev::{Bdev, BdevError, IoStat, StatBdev, ThinInfo};
+use crate::ctrlr::{ControllerInfo, SubsystemConfig};
 use crate::TargetHandle;
 
 /// Product name and version in `spdk_get_version` (SPDK's shape, our identity).
@@ -81,7 +86,14 @@ pub const METHODS: &[&str] = &[
     "framework_get_subsystems",
     "framework_get_config",
     "bdev_wait_for_examine",
+    "bdev_get_iostat",
+    "nvmf_subsystem_get_controllers",
+    "nvmf_subsystem_get_qpairs",
+    "nvmf_get_stats",
 ];
+
+/// The one poll group (reactor) name, SPDK's `nvmf_tgt_poll_group_NNN`.
+const POLL_GROUP: &str = "nvmf_tgt_poll_group_000";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum BaseKind {
@@ -126,6 +138,8 @@ struct Lvol {
     /// Created as a snapshot or used as a clone source.
     snapshot: bool,
     exported: bool,
+    /// I/O counters while not exported (an export carries them in its [`StatBdev`]).
+    stat: IoStat,
 }
 
 struct Lvstore {
@@ -398,6 +412,7 @@ impl State {
             for s in &mut self.lvstores {
                 if let Some(l) = s.lvols.iter_mut().find(|l| format_uuid(&l.uuid) == name) {
                     l.exported = false;
+                    l.stat = b.io_stat().copied().unwrap_or_default();
                 }
             }
         }
@@ -624,10 +639,10 @@ impl State {
             block_size,
             num_blocks,
             kind: BaseKind::Malloc,
-            dev: Some(Box::new(dev)),
+            dev: Some(Box::new(StatBdev::new(Box::new(dev)))),
             claim: Claim::None,
         });
-        self.examine(self.bases.len() - 1);
+        // No examine: a new malloc bdev is all zeroes, it cannot hold a label.
         Ok(json!(name))
     }
 
@@ -670,7 +685,7 @@ impl State {
                 fallocate,
                 nowait,
             },
-            dev: Some(Box::new(dev)),
+            dev: Some(Box::new(StatBdev::new(Box::new(dev)))),
             claim: Claim::None,
         });
         self.examine(self.bases.len() - 1);
@@ -767,6 +782,7 @@ impl State {
                 parent: get_u(&l["parent"]),
                 snapshot: l["snapshot"].as_bool().unwrap_or(false),
                 exported: false,
+                stat: IoStat::default(),
             });
         }
         if let Ok(devs) = pool.with_pool(|p| p.devices()) {
@@ -1124,6 +1140,7 @@ impl State {
             parent: None,
             snapshot: false,
             exported: false,
+            stat: IoStat::default(),
         };
         if !thin {
             // Thick: provision every cluster now (zero-filled).
@@ -1178,6 +1195,7 @@ impl State {
             parent: o.parent,
             snapshot: true,
             exported: false,
+            stat: IoStat::default(),
         };
         let su = sl.uuid;
         let o = &mut s.lvols[j];
@@ -1219,6 +1237,7 @@ impl State {
             parent: Some(s.lvols[j].uuid),
             snapshot: false,
             exported: false,
+            stat: IoStat::default(),
         };
         let cu = c.uuid;
         info!("clone {}/{clone} of {}", s.name, s.lvols[j].name);
@@ -1294,8 +1313,9 @@ impl State {
             self.target()?
                 .with_state(move |st| {
                     let old = st.remove_namespace(&nqn, nsid)?;
+                    let stat = old.io_stat().copied().unwrap_or_default();
                     drop(old);
-                    st.add_namespace(&nqn, nsid, Box::new(v))
+                    st.add_namespace(&nqn, nsid, Box::new(StatBdev::with_stat(Box::new(v), stat)))
                 })
                 .map_err(|_| RpcError::internal())?
                 .map_err(|_| RpcError::internal())?;
@@ -1685,7 +1705,8 @@ impl State {
                     return Err(RpcError::invalid_params());
                 }
                 let v = Self::lvol_volume(s, l).map_err(|_| RpcError::invalid_params())?;
-                (Box::new(v), format_uuid(&l.uuid), l.uuid)
+                let counted = StatBdev::with_stat(Box::new(v), l.stat);
+                (Box::new(counted), format_uuid(&l.uuid), l.uuid)
             }
         };
         if uuid.is_some_and(|u| u != bu) {
@@ -2056,6 +2077,258 @@ impl State {
         Ok(Value::Array(out))
     }
 
+    // ----- statistics -----
+
+    fn primary_name(&self, f: Found) -> String {
+        match f {
+            Found::Base(i) => self.bases[i].name.clone(),
+            Found::Lvol(i, j) => format_uuid(&self.lvstores[i].lvols[j].uuid),
+        }
+    }
+
+    fn is_exported(&self, f: Found) -> bool {
+        match f {
+            // Without its bdev in the registry: exported, or inside an lvstore's pool.
+            Found::Base(i) => self.bases[i].dev.is_none() && self.bases[i].claim == Claim::Nvmf,
+            Found::Lvol(i, j) => self.lvstores[i].lvols[j].exported,
+        }
+    }
+
+    /// Every bdev, in `bdev_get_bdevs` order.
+    fn all_bdevs(&self) -> Vec<Found> {
+        let mut v: Vec<Found> = (0..self.bases.len()).map(Found::Base).collect();
+        for (i, s) in self.lvstores.iter().enumerate() {
+            v.extend((0..s.lvols.len()).map(|j| Found::Lvol(i, j)));
+        }
+        v
+    }
+
+    /// The counters of a bdev the registry holds, reset afterwards as `reset` says.
+    fn registry_stat(&mut self, f: Found, reset: ResetMode) -> IoStat {
+        // A base bdev claimed by an lvstore lives inside its pool, which does all its I/O
+        // (data, dm-thin metadata, labels) through it, as SPDK's blobstore does.
+        if let Found::Base(i) = f {
+            let name = &self.bases[i].name;
+            if let Some(s) = self.lvstores.iter().find(|s| &s.base == name) {
+                return s
+                    .pool
+                    .with_meta_bdev(|b| {
+                        b.io_stat_mut().map(|st| {
+                            let v = *st;
+                            st.reset(reset);
+                            v
+                        })
+                    })
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+            }
+        }
+        let st = match f {
+            Found::Base(i) => self.bases[i].dev.as_mut().and_then(|d| d.io_stat_mut()),
+            Found::Lvol(i, j) => Some(&mut self.lvstores[i].lvols[j].stat),
+        };
+        match st {
+            Some(st) => {
+                let v = *st;
+                st.reset(reset);
+                v
+            }
+            None => IoStat::default(),
+        }
+    }
+
+    fn iostat_json(name: &str, s: &IoStat) -> Value {
+        let min = |o: &crate::bdev::stat::OpStat| if o.ops == 0 { 0 } else { o.min_latency_ticks };
+        json!({
+            "name": name,
+            "bytes_read": s.read.bytes, "num_read_ops": s.read.ops,
+            "bytes_written": s.write.bytes, "num_write_ops": s.write.ops,
+            "bytes_unmapped": s.unmap.bytes, "num_unmap_ops": s.unmap.ops,
+            "bytes_copied": s.copy.bytes, "num_copy_ops": s.copy.ops,
+            "read_latency_ticks": s.read.latency_ticks,
+            "max_read_latency_ticks": s.read.max_latency_ticks,
+            "min_read_latency_ticks": min(&s.read),
+            "write_latency_ticks": s.write.latency_ticks,
+            "max_write_latency_ticks": s.write.max_latency_ticks,
+            "min_write_latency_ticks": min(&s.write),
+            "unmap_latency_ticks": s.unmap.latency_ticks,
+            "max_unmap_latency_ticks": s.unmap.max_latency_ticks,
+            "min_unmap_latency_ticks": min(&s.unmap),
+            "copy_latency_ticks": s.copy.latency_ticks,
+            "max_copy_latency_ticks": s.copy.max_latency_ticks,
+            "min_copy_latency_ticks": min(&s.copy),
+        })
+    }
+
+    fn bdev_get_iostat(&mut self, p: Option<Value>) -> Result<Value, RpcError> {
+        let mut p = Params::new(p, bdev_decode())?;
+        // 26.x clients send `names`; older ones sent one `name`.
+        let name = p.str("name")?;
+        let names = p.value("names");
+        let per_channel = p.bool("per_channel")?.unwrap_or(false);
+        let reset = p.str("reset_mode")?;
+        p.finish()?;
+        let reset = match reset.as_deref() {
+            None | Some("none") => ResetMode::None,
+            Some("all") => ResetMode::All,
+            Some("maxmin") => ResetMode::MaxMin,
+            Some("error") => ResetMode::Error,
+            Some(_) => return Err(bdev_decode()),
+        };
+        let mut wanted: Vec<String> = name.into_iter().collect();
+        match names {
+            None => {}
+            Some(Value::Array(v)) if v.len() <= 1024 => {
+                for n in v {
+                    match n {
+                        Value::String(n) => wanted.push(n),
+                        _ => return Err(bdev_decode()),
+                    }
+                }
+            }
+            Some(_) => return Err(bdev_decode()),
+        }
+        let all = wanted.is_empty();
+        if per_channel && wanted.len() != 1 {
+            return Err(RpcError::errno(Errno::Inval));
+        }
+        let found: Vec<Found> = if all {
+            self.all_bdevs()
+        } else {
+            wanted
+                .iter()
+                .map(|n| self.find(n).ok_or_else(|| RpcError::errno(Errno::NoDev)))
+                .collect::<Result<_, _>>()?
+        };
+        let exported: Vec<String> = found
+            .iter()
+            .filter(|f| self.is_exported(**f))
+            .map(|f| self.primary_name(*f))
+            .collect();
+        let mut live: BTreeMap<String, IoStat> = BTreeMap::new();
+        if !exported.is_empty() {
+            live = self
+                .target()?
+                .with_state(move |st| st.bdev_io_stats(|n| exported.iter().any(|e| e == n), reset))
+                .map_err(|_| RpcError::internal())?
+                .into_iter()
+                .collect();
+        }
+        let ticks = now_ticks();
+        let mut out = Vec::new();
+        for f in found {
+            let name = self.primary_name(f);
+            let st = if self.is_exported(f) {
+                live.get(&name).copied().unwrap_or_default()
+            } else {
+                self.registry_stat(f, reset)
+            };
+            out.push((name, st));
+        }
+        if per_channel {
+            // One reactor: one channel (SPDK's thread ids start at 1).
+            let (name, st) = out.first().cloned().unwrap_or_default();
+            let mut ch = Self::iostat_json(&name, &st);
+            if let Some(o) = ch.as_object_mut() {
+                o.shift_remove("name");
+                o.shift_insert(0, "thread_id".into(), json!(1));
+            }
+            return Ok(json!({"tick_rate": TICK_RATE, "ticks": ticks, "name": name,
+                             "channels": [ch]}));
+        }
+        let bdevs: Vec<Value> = out.iter().map(|(n, s)| Self::iostat_json(n, s)).collect();
+        Ok(json!({"tick_rate": TICK_RATE, "ticks": ticks, "bdevs": bdevs}))
+    }
+
+    /// The controllers of subsystem `nqn` (the discovery NQN: discovery controllers).
+    fn sub_controllers(&self, p: Option<Value>) -> Result<Vec<ControllerInfo>, RpcError> {
+        let mut p = Params::new(p, nvmf_decode())?;
+        let nqn = p.str("nqn")?;
+        let nqn = p.req(nqn)?;
+        Self::check_tgt(&mut p, "")?;
+        p.finish()?;
+        let disc = nqn == DISCOVERY_NQN;
+        if !disc {
+            self.sub_index(&nqn)?;
+        }
+        let all = self
+            .target()?
+            .with_state(|st| st.controllers_info())
+            .map_err(|_| RpcError::internal())?;
+        Ok(all
+            .into_iter()
+            .filter(|c| c.discovery == disc && (disc || c.subnqn == nqn))
+            .collect())
+    }
+
+    fn nvmf_subsystem_get_controllers(&self, p: Option<Value>) -> Result<Value, RpcError> {
+        let ctrls = self.sub_controllers(p)?;
+        Ok(Value::Array(
+            ctrls
+                .iter()
+                .map(|c| {
+                    // SPDK counts every connected queue, the admin queue included
+                    // (`spdk_bit_array_count_set(qpair_mask)`).
+                    json!({"cntlid": c.cntlid,
+                           "cntrltype": if c.discovery { "discovery" } else { "io" },
+                           "hostnqn": c.hostnqn, "hostid": format_uuid(&c.hostid),
+                           "num_io_qpairs": c.queues.len()})
+                })
+                .collect(),
+        ))
+    }
+
+    fn addr_json(a: SocketAddr) -> Value {
+        json!({"trtype": "TCP", "adrfam": if a.is_ipv4() { "IPv4" } else { "IPv6" },
+               "traddr": a.ip().to_string(), "trsvcid": a.port().to_string()})
+    }
+
+    fn nvmf_subsystem_get_qpairs(&self, p: Option<Value>) -> Result<Value, RpcError> {
+        let ctrls = self.sub_controllers(p)?;
+        let mut out = Vec::new();
+        for c in &ctrls {
+            for (qid, a) in &c.queues {
+                let mut v = json!({"cntlid": c.cntlid, "qid": qid, "state": "enabled",
+                                   "thread": POLL_GROUP, "hostnqn": c.hostnqn});
+                if let Some(l) = a.local {
+                    v["listen_address"] = Self::addr_json(l);
+                }
+                if let Some(peer) = a.peer {
+                    v["peer_address"] = Self::addr_json(peer);
+                }
+                out.push(v);
+            }
+        }
+        Ok(Value::Array(out))
+    }
+
+    fn nvmf_get_stats(&self, p: Option<Value>) -> Result<Value, RpcError> {
+        let mut p = Params::new(p, nvmf_decode())?;
+        Self::check_tgt(&mut p, "Unable to find a target.")?;
+        p.finish()?;
+        let s = self
+            .target()?
+            .with_state(|st| st.poll_group_stat())
+            .map_err(|_| RpcError::internal())?;
+        let transports = if self.transport.is_some() {
+            json!([{"trtype": "TCP"}])
+        } else {
+            json!([])
+        };
+        Ok(json!({"tick_rate": TICK_RATE, "poll_groups": [{
+            "name": POLL_GROUP,
+            "admin_qpairs": s.admin_qpairs, "io_qpairs": s.io_qpairs,
+            "current_admin_qpairs": s.current_admin_qpairs,
+            "current_io_qpairs": s.current_io_qpairs,
+            "current_unassociated_qpairs": s.current_unassociated_qpairs,
+            // I/O is synchronous on the reactor: nothing ever waits for a bdev.
+            "pending_bdev_io": 0,
+            "completed_nvme_io": s.completed_nvme_io,
+            "transports": transports,
+        }]}))
+    }
+
     fn dispatch(&mut self, method: &str, p: Option<Value>) -> Result<Value, RpcError> {
         match method {
             "spdk_get_version" => self.spdk_get_version(p),
@@ -2097,6 +2370,10 @@ impl State {
             "nvmf_subsystem_get_listeners" => self.nvmf_subsystem_get_listeners(p),
             "framework_get_subsystems" => self.framework_get_subsystems(p),
             "framework_get_config" => self.framework_get_config(p),
+            "bdev_get_iostat" => self.bdev_get_iostat(p),
+            "nvmf_subsystem_get_controllers" => self.nvmf_subsystem_get_controllers(p),
+            "nvmf_subsystem_get_qpairs" => self.nvmf_subsystem_get_qpairs(p),
+            "nvmf_get_stats" => self.nvmf_get_stats(p),
             "bdev_wait_for_examine" => {
                 if p.is_some() {
                     return Err(RpcError::invalid_params());

@@ -154,7 +154,7 @@ impl Reactor {
                     continue;
                 }
                 if t < FIRST_CONN {
-                    self.accept(t - FIRST_LISTENER)?;
+                    self.accept(t - FIRST_LISTENER, state)?;
                 } else if let Some(c) = self.conns.get_mut(&t) {
                     if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                         c.readable = true;
@@ -193,7 +193,7 @@ impl Reactor {
         Ok(())
     }
 
-    fn accept(&mut self, idx: usize) -> io::Result<()> {
+    fn accept(&mut self, idx: usize, state: &mut TargetState) -> io::Result<()> {
         let Some(l) = self.listeners.get(idx) else {
             return Ok(());
         };
@@ -210,6 +210,7 @@ impl Reactor {
                     )?;
                     debug!("connection {token} from {peer}");
                     let local = stream.local_addr().ok();
+                    state.connection_opened();
                     self.conns.insert(
                         token,
                         Conn {

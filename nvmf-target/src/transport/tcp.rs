@@ -96,7 +96,7 @@ impl Connection {
             peer,
             decoder: PduDecoder::new(rx),
             st: ConnState {
-                q: QueueCtx::new(local),
+                q: QueueCtx::new(local).with_peer(Some(peer)),
                 limits,
                 tx: TxConfig::default(),
                 ic_done: false,
