@@ -668,7 +668,7 @@ mod tests {
     #[test]
     fn parse_rejects_bad_shapes_with_a_message() {
         for (text, needle) in [
-            (&b"{\"subsystems\": [" as &[u8], "not valid JSON"),
+            (b"{\"subsystems\": [".as_slice(), "not valid JSON"),
             (b"[1]", "root"),
             (b"{\"subsystems\": {}}", "not an array"),
             (b"{\"subsystems\": [{\"config\": []}]}", "no \"subsystem\""),
