@@ -312,12 +312,13 @@ fn already_present(call: &mut Call<'_>, e: &Entry) -> Option<String> {
     }
 }
 
-/// Replays `entries` through `call`. Strict mode returns the first failure as `Err`.
+/// Replays `entries` through `call`. Strict mode returns the first failure as `Err`
+/// (boxed: it carries the entry).
 pub fn replay(
     entries: &[Entry],
     call: &mut Call<'_>,
     opts: ReplayOptions,
-) -> Result<Outcome, Failure> {
+) -> Result<Outcome, Box<Failure>> {
     let mut out = Outcome::default();
     for e in entries {
         if !SUBSYSTEM_ORDER.contains(&e.subsystem.as_str()) {
@@ -365,7 +366,7 @@ pub fn replay(
                     error,
                 };
                 if opts.stop_on_error {
-                    return Err(f);
+                    return Err(Box::new(f));
                 }
                 out.findings.push(finding_for_failure(call, &f));
                 out.failures.push(f);

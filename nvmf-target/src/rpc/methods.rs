@@ -2143,7 +2143,7 @@ impl Rpc {
         &self,
         entries: &[config::Entry],
         opts: config::ReplayOptions,
-    ) -> Result<config::Outcome, config::Failure> {
+    ) -> Result<config::Outcome, Box<config::Failure>> {
         config::replay(entries, &mut |m, p| self.call_inner(m, p, false), opts)
     }
 
