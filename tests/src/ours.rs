@@ -78,18 +78,36 @@ pub struct Daemon {
     pub child: std::process::Child,
     /// The NVMe/TCP port it listens on (it was started with `--listen 127.0.0.1:0`).
     pub port: u16,
+    /// A private `--data-dir` when the caller named none, so that no test reads or writes
+    /// a `./nvmf-data/config.json` shared with others.
+    _data: Option<crate::ScratchDir>,
 }
 
 impl Daemon {
     /// Starts the daemon with `--listen 127.0.0.1:0` plus `args`, and waits for the
     /// `listening on ADDR` line to learn the port. Its stdout is drained in the background.
+    /// Without `--data-dir` in `args` it gets a private temporary one.
     pub fn start(args: &[&std::ffi::OsStr]) -> Daemon {
+        Self::start_with(args, std::process::Stdio::null())
+    }
+
+    /// [`Daemon::start`] with the daemon's stderr sent to `stderr`.
+    pub fn start_with(args: &[&std::ffi::OsStr], stderr: std::process::Stdio) -> Daemon {
         use std::io::{BufRead, BufReader};
-        let mut child = Command::new(target_bin())
-            .args(["--listen", "127.0.0.1:0"])
+        let data = if args.iter().any(|a| *a == "--data-dir") {
+            None
+        } else {
+            Some(crate::ScratchDir::new("nvmf-data").expect("temp data dir"))
+        };
+        let mut cmd = Command::new(target_bin());
+        cmd.args(["--listen", "127.0.0.1:0"]);
+        if let Some(d) = &data {
+            cmd.arg("--data-dir").arg(d.path());
+        }
+        let mut child = cmd
             .args(args)
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("start nvmf-target");
         let out = child.stdout.take().expect("stdout");
@@ -108,7 +126,33 @@ impl Daemon {
             }
         };
         std::thread::spawn(move || for _ in lines {});
-        Daemon { child, port }
+        Daemon {
+            child,
+            port,
+            _data: data,
+        }
+    }
+
+    /// SIGTERM, then waits for a clean exit (status 0) within `secs` seconds.
+    pub fn terminate(mut self, secs: u64) {
+        let pid = self.child.id().to_string();
+        let st = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(st.success(), "kill -TERM {pid}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            if let Some(st) = self.child.try_wait().expect("wait") {
+                assert!(st.success(), "daemon exit status {st}");
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "daemon did not stop on SIGTERM"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 }
 

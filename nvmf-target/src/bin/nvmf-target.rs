@@ -5,6 +5,15 @@
 //! 1 GiB thin volume as namespace 1 of `nqn.2026-11.io.thin:default`, listening on
 //! 127.0.0.1:4420 (discovery on the same port). SIGINT/SIGTERM stop it cleanly: connections
 //! close, every namespace is flushed, the pool commits.
+//!
+//! Configuration (issue 5): after every successful state-changing JSON-RPC call the daemon
+//! writes its whole configuration (the `spdk-rpc save_config` document) to
+//! `<data-dir>/config.json`; on the next start without `--json` it replays that file, so a
+//! restart brings back every bdev, lvstore, lvol, subsystem, namespace, listener and host.
+//! `-c/--json FILE` replays a user's file instead (SPDK's start-up config: the first failing
+//! entry stops start-up unless `--json-ignore-init-errors`) and then serves only what it
+//! describes (no embedded default unless `--default-pool`). The embedded default objects are
+//! created from the flags on every start and are never part of `config.json`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -13,6 +22,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use nvmf_target::bdev::thin::{ThinPool, DEFAULT_CACHE_BLOCKS};
+use nvmf_target::rpc::config::{self, Persist, ReplayOptions, Report};
 use nvmf_target::rpc::{Rpc, RpcServer, DEFAULT_SOCKET};
 use nvmf_target::{PollMode, SubsystemConfig, Target, TargetConfig};
 
@@ -30,7 +40,8 @@ const VOLUME_ID: u64 = 1;
     about = "NVMe/TCP target serving thin volumes"
 )]
 struct Args {
-    /// Folder holding the default pool (created on first start).
+    /// Folder holding the default pool (created on first start) and the persisted
+    /// configuration `config.json`.
     #[arg(long, default_value = "nvmf-data")]
     data_dir: PathBuf,
     /// Address to listen on (port 0 picks a free port; the address is printed).
@@ -60,6 +71,22 @@ struct Args {
     /// no_space_timeout); 0 fails them at once (error_if_no_space).
     #[arg(long, default_value_t = 60)]
     no_space_timeout: u64,
+    /// Load a JSON configuration at start-up (SPDK's `-c/--json`: the document
+    /// `spdk-rpc save_config` writes) instead of `<data-dir>/config.json`. Only what it
+    /// describes is served (add `--default-pool` for the embedded default too).
+    #[arg(
+        short = 'c',
+        long = "json",
+        visible_alias = "config",
+        value_name = "FILE"
+    )]
+    json: Option<PathBuf>,
+    /// With `--json`: log failing entries and go on instead of refusing to start.
+    #[arg(long, requires = "json")]
+    json_ignore_init_errors: bool,
+    /// With `--json`: serve the embedded default pool, volume and subsystem as well.
+    #[arg(long, requires = "json", conflicts_with = "no_default_pool")]
+    default_pool: bool,
 }
 
 fn parse_mask(s: &str) -> Result<u64, String> {
@@ -110,7 +137,92 @@ fn default_pool(dir: &Path) -> Result<ThinPool, String> {
     }
 }
 
+/// What to replay at start-up: the `--json` file, or the daemon's own `config.json`.
+struct Plan {
+    source: PathBuf,
+    entries: Vec<config::Entry>,
+    opts: ReplayOptions,
+}
+
+fn plan(a: &Args) -> Result<Option<Plan>, String> {
+    if let Some(p) = &a.json {
+        let entries = config::load(p).map_err(|e| format!("--json {e}"))?;
+        return Ok(Some(Plan {
+            source: p.clone(),
+            entries,
+            opts: ReplayOptions {
+                stop_on_error: !a.json_ignore_init_errors,
+                restart: false,
+            },
+        }));
+    }
+    let own = a.data_dir.join(config::CONFIG_FILE);
+    if !own.exists() {
+        return Ok(None);
+    }
+    let entries = config::load(&own).map_err(|e| {
+        format!("{e} (the daemon's persisted configuration: repair it or move it away)")
+    })?;
+    Ok(Some(Plan {
+        source: own,
+        entries,
+        // What could not be restored is reported, and the rest served.
+        opts: ReplayOptions {
+            stop_on_error: false,
+            restart: true,
+        },
+    }))
+}
+
+/// Replays the start-up configuration and reconciles it with the pools. `Err`: a strict
+/// replay failed.
+fn load_config(a: &Args, rpc: &Rpc, plan: Option<Plan>) -> Result<(), String> {
+    let mut report = Report::default();
+    let own = a.data_dir.join(config::CONFIG_FILE);
+    if let Some(plan) = plan {
+        let src = plan.source.display().to_string();
+        report.source = Some(src.clone());
+        let out = rpc.replay(&plan.entries, plan.opts).map_err(|f| {
+            format!("{src}: {f}; not starting (fix the entry, or pass --json-ignore-init-errors)")
+        })?;
+        report.applied = out.applied;
+        report.skipped = out.skipped.len();
+        report.failed = out.failures.len();
+        report.findings = out.findings;
+    }
+    report.findings.extend(config::reconcile(&rpc.inventory()));
+    for f in &report.findings {
+        log::warn!("reconcile: {f}");
+    }
+    let keep_backup = if a.json.is_some() {
+        // The --json file replaces the data folder's configuration: keep the old one.
+        own.exists()
+    } else {
+        !report.findings.is_empty() && own.exists()
+    };
+    if keep_backup {
+        let bak = a.data_dir.join(config::BACKUP_FILE);
+        match std::fs::copy(&own, &bak) {
+            Ok(_) => report.backup = Some(bak),
+            Err(e) => log::error!("keeping {}: {e}", bak.display()),
+        }
+    }
+    if report.source.is_some() || !report.findings.is_empty() {
+        eprintln!("nvmf-target: {}", report.summary());
+    }
+    rpc.set_report(report);
+    rpc.enable_persistence(Persist::new(&a.data_dir), a.json.is_some());
+    Ok(())
+}
+
 fn serve(a: Args) -> Result<(), String> {
+    // Read the configuration first: a malformed file stops us before anything starts.
+    let plan = plan(&a)?;
+    let serve_default = if a.json.is_some() {
+        a.default_pool
+    } else {
+        !a.no_default_pool
+    };
     let cfg = TargetConfig {
         cpumask: a.cpumask,
         poll_mode: if a.busy_poll {
@@ -121,7 +233,7 @@ fn serve(a: Args) -> Result<(), String> {
         ..TargetConfig::default()
     };
     let mut target = Target::new(cfg);
-    let pool = if a.no_default_pool {
+    let pool = if !serve_default {
         None
     } else {
         let pool = default_pool(&a.data_dir)?;
@@ -176,6 +288,15 @@ fn serve(a: Args) -> Result<(), String> {
         .map_err(|e| format!("signal handler: {e}"))?;
     let handle = target.spawn().map_err(|e| e.to_string())?;
     let rpc = Arc::new(Rpc::new(handle, vec![addr], stop.clone()));
+    if let Err(e) = load_config(&a, &rpc, plan) {
+        if let Some(h) = rpc.shutdown() {
+            let _ = h.stop();
+        }
+        if let Some(pool) = pool {
+            let _ = pool.commit();
+        }
+        return Err(e);
+    }
     let server = if a.no_rpc_server {
         None
     } else {

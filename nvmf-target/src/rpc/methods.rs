@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use log::{info, warn};
 use serde_json::{json, Value};
 
+use super::config;
 use super::params::{format_uuid, random_uuid, Params};
 use super::server::Handler;
 use super::{Errno, RpcError};
@@ -90,6 +91,7 @@ pub const METHODS: &[&str] = &[
     "nvmf_subsystem_get_controllers",
     "nvmf_subsystem_get_qpairs",
     "nvmf_get_stats",
+    "framework_get_reconcile_report",
 ];
 
 /// The one poll group (reactor) name, SPDK's `nvmf_tgt_poll_group_NNN`.
@@ -193,12 +195,18 @@ struct State {
     transport: Option<Value>,
     subs: Vec<Sub>,
     bound: Vec<SocketAddr>,
+    /// Side-table rows dropped at load (no thin device), for the reconcile report.
+    dropped: Vec<(String, config::LvolRow)>,
 }
 
 /// The RPC method registry and dispatcher.
 pub struct Rpc {
     state: Mutex<State>,
     stop: Arc<AtomicBool>,
+    /// Where the configuration is persisted after changes (none until enabled).
+    persist: Mutex<Option<config::Persist>>,
+    /// The start-up reconcile report (`framework_get_reconcile_report`).
+    report: Mutex<config::Report>,
 }
 
 /// A thin volume as an lvol bdev: read-only lvols refuse writes.
@@ -770,6 +778,16 @@ impl State {
             };
             if !pool.with_pool(|p| p.device_exists(id)).unwrap_or(false) {
                 warn!("lvstore {name}: lvol {n} has no thin device {id}; dropped");
+                self.dropped.push((
+                    name.clone(),
+                    config::LvolRow {
+                        name: n.to_owned(),
+                        uuid: format_uuid(&u),
+                        dev_id: id,
+                        size_bytes: size,
+                        mapped_beyond_end: None,
+                    },
+                ));
                 continue;
             }
             lvols.push(Lvol {
@@ -2406,8 +2424,11 @@ impl Rpc {
                 transport: None,
                 subs: Vec::new(),
                 bound,
+                dropped: Vec::new(),
             }),
             stop,
+            persist: Mutex::new(None),
+            report: Mutex::new(config::Report::default()),
         }
     }
 
@@ -2425,17 +2446,156 @@ impl Rpc {
 
 impl Handler for Rpc {
     fn call(&self, method: &str, params: Option<Value>) -> Result<Value, RpcError> {
-        let mut st = self.state.lock().map_err(|_| RpcError::internal())?;
-        let r = st.dispatch(method, params);
-        if r.is_ok() && method.starts_with("bdev_lvol_") && !method.starts_with("bdev_lvol_get") {
-            st.save_side_tables()?;
-        }
-        r
+        self.call_inner(method, params, true)
     }
 
     fn after_response(&self, method: &str) {
         if method == "spdk_kill_instance" {
             self.stop.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+// ----- configuration replay, persistence and reconcile (see `rpc::config`) -----
+
+impl Rpc {
+    /// Runs a method as a client call would; `persist`: rewrite the persisted configuration
+    /// after a successful change (not while replaying one).
+    fn call_inner(
+        &self,
+        method: &str,
+        params: Option<Value>,
+        persist: bool,
+    ) -> Result<Value, RpcError> {
+        if method == "framework_get_reconcile_report" {
+            if params.is_some() {
+                return Err(RpcError::new(
+                    -32602,
+                    "'framework_get_reconcile_report' requires no arguments",
+                ));
+            }
+            let r = self.report.lock().map_err(|_| RpcError::internal())?;
+            return Ok(r.to_json());
+        }
+        let mut st = self.state.lock().map_err(|_| RpcError::internal())?;
+        let mut r = st.dispatch(method, params);
+        let changed = r.is_ok();
+        if changed && method.starts_with("bdev_lvol_") && !method.starts_with("bdev_lvol_get") {
+            if let Err(e) = st.save_side_tables() {
+                r = Err(e);
+            }
+        }
+        if changed && persist && config::changes_state(method) {
+            Self::persist_locked(&mut st, &self.persist);
+        }
+        r
+    }
+
+    fn persist_locked(st: &mut State, persist: &Mutex<Option<config::Persist>>) {
+        let Ok(mut p) = persist.lock() else { return };
+        if let Some(p) = p.as_mut() {
+            Self::save_config(st, p);
+        }
+    }
+
+    fn save_config(st: &mut State, p: &mut config::Persist) {
+        match config::full_config(&mut |m, a| st.dispatch(m, a)) {
+            Ok(v) => {
+                if let Err(e) = p.save(&v) {
+                    log::error!("saving the configuration to {}: {e}", p.path().display());
+                }
+            }
+            Err(e) => log::error!("building the configuration: {}", e.message),
+        }
+    }
+
+    /// Replays configuration `entries` through the dispatcher (nothing is persisted
+    /// meanwhile).
+    pub fn replay(
+        &self,
+        entries: &[config::Entry],
+        opts: config::ReplayOptions,
+    ) -> Result<config::Outcome, Box<config::Failure>> {
+        config::replay(entries, &mut |m, p| self.call_inner(m, p, false), opts)
+    }
+
+    /// The current configuration document (what `save_config` prints).
+    pub fn current_config(&self) -> Result<Value, RpcError> {
+        config::full_config(&mut |m, p| self.call_inner(m, p, false))
+    }
+
+    /// Every lvstore's side-table rows against its pool's thin devices.
+    pub fn inventory(&self) -> Vec<config::LvstoreInventory> {
+        let Ok(st) = self.state.lock() else {
+            return Vec::new();
+        };
+        let mut out: Vec<config::LvstoreInventory> = Vec::new();
+        for s in &st.lvstores {
+            let lvols = s
+                .lvols
+                .iter()
+                .map(|l| {
+                    let from = l.size_bytes.div_ceil(s.cluster_bytes);
+                    let id = l.dev_id;
+                    let beyond = s
+                        .pool
+                        .with_pool(|p| p.mappings(id, from, u64::MAX))
+                        .ok()
+                        .and_then(|m| m.last().map(|(vb, _)| (vb + 1) * s.cluster_bytes));
+                    config::LvolRow {
+                        name: l.name.clone(),
+                        uuid: format_uuid(&l.uuid),
+                        dev_id: l.dev_id,
+                        size_bytes: l.size_bytes,
+                        mapped_beyond_end: beyond,
+                    }
+                })
+                .collect();
+            let devices = match s.pool.with_pool(|p| p.devices()) {
+                Ok(d) => d,
+                Err(e) => {
+                    warn!("lvstore {}: listing thin devices: {e}", s.name);
+                    Vec::new()
+                }
+            };
+            out.push(config::LvstoreInventory {
+                name: s.name.clone(),
+                lvols,
+                dropped: Vec::new(),
+                devices,
+            });
+        }
+        for (lvs, row) in &st.dropped {
+            match out.iter_mut().find(|s| s.name == *lvs) {
+                Some(s) => s.dropped.push(row.clone()),
+                None => out.push(config::LvstoreInventory {
+                    name: lvs.clone(),
+                    dropped: vec![row.clone()],
+                    ..config::LvstoreInventory::default()
+                }),
+            }
+        }
+        out
+    }
+
+    /// Sets the report `framework_get_reconcile_report` serves.
+    pub fn set_report(&self, r: config::Report) {
+        if let Ok(mut g) = self.report.lock() {
+            *g = r;
+        }
+    }
+
+    /// From now on, every successful change rewrites `p`'s file; `write_now`: write the
+    /// current configuration immediately (after loading a `--json` file).
+    pub fn enable_persistence(&self, mut p: config::Persist, write_now: bool) {
+        let Ok(mut st) = self.state.lock() else {
+            return;
+        };
+        if write_now {
+            Self::save_config(&mut st, &mut p);
+        }
+        if let Ok(mut g) = self.persist.lock() {
+            *g = Some(p);
         }
     }
 }

@@ -3,13 +3,16 @@
 //! [`server`] is the transport (Unix socket, stream of JSON values, ASCII responses);
 //! [`params`] decodes `params` objects the way SPDK's decoders do (strict or relaxed);
 //! [`methods`] owns the registry of bdevs, lvstores (thin pools) and lvols, and applies
-//! NVMe-oF changes to the running target through [`crate::TargetHandle::with_state`].
+//! NVMe-oF changes to the running target through [`crate::TargetHandle::with_state`];
+//! [`config`] replays start-up configurations, persists the daemon's own and reconciles it
+//! with the pools.
 //!
 //! Invariants:
 //! * every error a client sees is one of SPDK's code/message pairs (spec §1.9);
 //! * a bdev is in exactly one place: the registry, or a namespace of the running target
 //!   (then it is "claimed"); removing the namespace gives it back.
 
+pub mod config;
 pub mod methods;
 pub mod params;
 pub mod server;
