@@ -14,6 +14,11 @@
 //! - Out of data space is an error at once (dm-thin's `error_if_no_space`): the write fails
 //!   with [`BdevError::NoSpace`], reads keep working, nothing is half-recorded.
 //!
+//! - Low-water mark (dm-thin's `low_water_mark` table argument): when a write provisions a
+//!   data block and the free data blocks fall to or below the mark, one `warn!` event is
+//!   logged; the mark re-arms once free blocks are above it again (checked after commits
+//!   and growth). The check reads the space map's free count: O(1) per provisioning write.
+//!
 //! All volumes of a pool share its state through an `Arc<Mutex<…>>`. They live on the one
 //! reactor that owns the pool, so the mutex is never contended; it exists to make the
 //! volumes `Send` for the hand-over to that reactor.
@@ -22,6 +27,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use thin_core::block::{Block, BlockDevice, BlockError, BLOCK_SIZE};
+use thin_core::pdata::tm::Which;
 use thin_core::thin::{
     FormatOptions, OpenOptions as PoolOpenOptions, Pool, PoolError, PoolStats, WritePlan,
 };
@@ -142,9 +148,55 @@ struct Inner {
     last_commit_ms: u64,
     commit_interval_ms: u64,
     scratch: Vec<u8>,
+    /// Free data blocks at or below which the low-water event fires (0: off).
+    low_water_blocks: u64,
+    /// The event fired and free blocks have not been above the mark since.
+    low_water_crossed: bool,
+    /// A provisioning write failed for want of a data block and none has succeeded since.
+    out_of_data_space: bool,
+}
+
+/// What `dmsetup status` reports for a pool, plus the low-water state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStatus {
+    pub stats: PoolStats,
+    pub low_water_blocks: u64,
+    pub low_water_crossed: bool,
+    /// dm-thin's `out_of_data_space` mode: an allocation failed and no block is free.
+    pub out_of_data_space: bool,
 }
 
 impl Inner {
+    /// Free data blocks now (the space map's counter: O(1)).
+    fn free_data_blocks(&mut self) -> u64 {
+        self.pool.tm().space_map(Which::Data).nr_free()
+    }
+
+    /// Fires the low-water event once per crossing and re-arms it when free blocks are
+    /// above the mark again. O(1).
+    fn check_low_water(&mut self) {
+        if self.low_water_blocks == 0 {
+            self.low_water_crossed = false;
+            return;
+        }
+        let free = self.free_data_blocks();
+        if free <= self.low_water_blocks {
+            if !self.low_water_crossed {
+                self.low_water_crossed = true;
+                log::warn!(
+                    "thin pool: free data blocks {free} at or below the low-water mark {}",
+                    self.low_water_blocks
+                );
+            }
+        } else if self.low_water_crossed {
+            self.low_water_crossed = false;
+            log::info!(
+                "thin pool: free data blocks {free} above the low-water mark {} again",
+                self.low_water_blocks
+            );
+        }
+    }
+
     fn data_dev(&mut self) -> &mut dyn Bdev {
         match &mut self.data {
             Some(d) => d.as_mut(),
@@ -183,6 +235,10 @@ impl Inner {
         }
         self.pool.commit().map_err(pool_err)?;
         self.dirty = false;
+        // Discarded blocks come back at commit: the mark may re-arm.
+        if self.low_water_crossed {
+            self.check_low_water();
+        }
         Ok(())
     }
 
@@ -195,7 +251,19 @@ impl Inner {
         data: &[u8],
     ) -> Result<(), BdevError> {
         let bb = self.block_bytes as usize;
-        let plan = self.pool.prepare_write(id, vb).map_err(pool_err)?;
+        let plan = match self.pool.prepare_write(id, vb) {
+            Ok(p) => p,
+            Err(e) => {
+                if e == PoolError::NoDataSpace {
+                    self.out_of_data_space = true;
+                }
+                return Err(pool_err(e));
+            }
+        };
+        if !matches!(plan, WritePlan::InPlace { .. }) {
+            self.out_of_data_space = false;
+            self.check_low_water();
+        }
         let full = off == 0 && data.len() == bb;
         let r = match plan {
             WritePlan::InPlace { data_block } => self.data_write(data_block, off as u64, data),
@@ -360,6 +428,9 @@ impl ThinPool {
                 last_commit_ms: 0,
                 commit_interval_ms: DEFAULT_COMMIT_INTERVAL_MS,
                 scratch: Vec::new(),
+                low_water_blocks: 0,
+                low_water_crossed: false,
+                out_of_data_space: false,
             })),
         }
     }
@@ -374,6 +445,13 @@ impl ThinPool {
         let r = f(&mut g.pool).map_err(pool_err)?;
         g.commit()?;
         Ok(r)
+    }
+
+    /// Runs `f` on the pool without committing (read-only queries such as mapping walks;
+    /// `f` must not change the pool).
+    pub fn inspect<R>(&self, f: impl FnOnce(&mut Pool<MetaDev>) -> R) -> Result<R, BdevError> {
+        let mut g = lock(&self.inner)?;
+        Ok(f(&mut g.pool))
     }
 
     /// Runs `f` on the metadata bdev, outside the metadata region (labels).
@@ -404,6 +482,32 @@ impl ThinPool {
         lock(&self.inner)?.pool.stats().map_err(pool_err)
     }
 
+    /// dm-thin's status: statistics, low-water mark and state, mode.
+    pub fn status(&self) -> Result<PoolStatus, BdevError> {
+        let mut g = lock(&self.inner)?;
+        let stats = g.pool.stats().map_err(pool_err)?;
+        Ok(PoolStatus {
+            stats,
+            low_water_blocks: g.low_water_blocks,
+            low_water_crossed: g.low_water_crossed,
+            out_of_data_space: g.out_of_data_space && stats.free_data_blocks == 0,
+        })
+    }
+
+    /// Sets the low-water mark in data blocks (0 turns it off) and checks it at once.
+    pub fn set_low_water_mark(&self, blocks: u64) -> Result<(), BdevError> {
+        let mut g = lock(&self.inner)?;
+        g.low_water_blocks = blocks;
+        g.low_water_crossed = false;
+        g.check_low_water();
+        Ok(())
+    }
+
+    /// The low-water mark in data blocks (0: off).
+    pub fn low_water_mark(&self) -> Result<u64, BdevError> {
+        Ok(lock(&self.inner)?.low_water_blocks)
+    }
+
     /// Data block size in bytes.
     pub fn block_bytes(&self) -> Result<u64, BdevError> {
         Ok(lock(&self.inner)?.block_bytes)
@@ -423,6 +527,7 @@ impl ThinPool {
         let nr = g.data_blocks();
         g.pool.grow_data(nr).map_err(pool_err)?;
         g.commit()?;
+        g.check_low_water();
         Ok(nr)
     }
 
