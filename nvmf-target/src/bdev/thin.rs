@@ -859,6 +859,47 @@ mod tests {
     }
 
     #[test]
+    fn low_water_mark_fires_once_per_crossing_and_rearms_when_space_returns() {
+        let (_t, m, d) = files("lowwater", 8);
+        let pool = ThinPool::create(&m, &d, 128, 64).unwrap();
+        pool.with_pool(|p| p.create_thin(0)).unwrap();
+        let mut v = pool.volume("v", 0, 1 << 20, 4096, [0; 16]).unwrap();
+        pool.set_low_water_mark(5).unwrap();
+        let st = |p: &ThinPool| p.status().unwrap();
+        let block = pattern(7, 65536);
+        for i in 0..2 {
+            v.write(i * 16, &block, false).unwrap();
+        }
+        assert!(!st(&pool).low_water_crossed, "6 free");
+        // A rewrite in place allocates nothing; a new block brings free to 5.
+        v.write(0, &block, false).unwrap();
+        assert!(!st(&pool).low_water_crossed);
+        v.write(2 * 16, &block, false).unwrap();
+        assert!(st(&pool).low_water_crossed, "5 free: at the mark");
+        v.write(3 * 16, &block, false).unwrap();
+        assert!(st(&pool).low_water_crossed, "still below");
+        // Two blocks come back at the commit: 6 free, re-armed.
+        v.deallocate(0, 32).unwrap();
+        assert!(st(&pool).low_water_crossed, "discards count at commit");
+        v.flush().unwrap();
+        let s = st(&pool);
+        assert_eq!(s.stats.free_data_blocks, 6);
+        assert!(!s.low_water_crossed);
+        v.write(0, &block, false).unwrap();
+        assert!(st(&pool).low_water_crossed, "crossed again");
+        // Out of space: the mode follows.
+        for i in [1, 4, 5, 6, 7] {
+            v.write(i * 16, &block, false).unwrap();
+        }
+        assert_eq!(st(&pool).stats.free_data_blocks, 0);
+        assert!(!st(&pool).out_of_data_space, "full is not out of space yet");
+        assert_eq!(v.write(8 * 16, &block, false), Err(BdevError::NoSpace));
+        assert!(st(&pool).out_of_data_space);
+        pool.set_low_water_mark(0).unwrap();
+        assert!(!st(&pool).low_water_crossed, "off");
+    }
+
+    #[test]
     fn periodic_commit_makes_writes_durable_without_flush() {
         let (_t, m, d) = files("periodic", 8);
         let pool = ThinPool::create(&m, &d, 128, 64).unwrap();
