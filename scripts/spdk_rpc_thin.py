@@ -14,7 +14,8 @@ import json
 
 
 def _print(v):
-    print(json.dumps(v, indent=2).strip('"'))
+    if v is not None:  # None: --dry-run
+        print(json.dumps(v, indent=2).strip('"'))
 
 
 def spdk_rpc_plugin_initialize(subparsers):
@@ -32,27 +33,32 @@ def spdk_rpc_plugin_initialize(subparsers):
             params['low_water_mark'] = args.low_water_mark
         _print(args.client.call('thin_pool_create', params))
 
-    p = subparsers.add_parser('thin_pool_create',
-                              help='Create (or open) a dm-thin pool on separate metadata and data bdevs')
+    p = subparsers.add_parser(
+        'thin_pool_create',
+        help='Create (or open) a dm-thin pool on separate metadata and data bdevs')
     p.add_argument('name', help='Pool name (used as the lvstore name: bdev_lvol_create -l NAME)')
-    p.add_argument('metadata_bdev', help='Unclaimed bdev holding the dm-thin metadata (whole bdev)')
+    p.add_argument('metadata_bdev',
+                   help='Unclaimed bdev holding the dm-thin metadata (whole bdev)')
     p.add_argument('data_bdev', help='Unclaimed bdev holding the data blocks (whole bdev)')
     p.add_argument('-b', '--data-block-size', type=int,
                    help='Data block size in 512-byte sectors: a multiple of 128, at most 2097152 '
                         '(default 128 when formatting; the metadata decides when opening)')
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument('--format', dest='format', action='store_true', default=None,
-                     help='Format the metadata bdev (refused over valid dm-thin metadata without --force)')
+                     help='Format the metadata bdev '
+                          '(refused over valid dm-thin metadata without --force)')
     fmt.add_argument('--no-format', dest='format', action='store_false',
                      help='Only open existing dm-thin metadata')
-    p.add_argument('--force', action='store_true', help='Allow --format over valid dm-thin metadata')
+    p.add_argument('--force', action='store_true',
+                   help='Allow --format over valid dm-thin metadata')
     p.add_argument('-l', '--low-water-mark', type=int, help='Low-water mark in free data blocks')
     p.set_defaults(func=thin_pool_create)
 
     def thin_pool_status(args):
         _print(args.client.call('thin_pool_status', {'pool': args.pool}))
 
-    p = subparsers.add_parser('thin_pool_status', help="A pool's dm-thin status (dmsetup status fields)")
+    p = subparsers.add_parser('thin_pool_status',
+                              help="A pool's dm-thin status (dmsetup status fields)")
     p.add_argument('pool', help='Pool (lvstore) name or UUID')
     p.set_defaults(func=thin_pool_status)
 
@@ -67,7 +73,8 @@ def spdk_rpc_plugin_initialize(subparsers):
     def thin_pool_release_metadata_snap(args):
         _print(args.client.call('thin_pool_release_metadata_snap', {'pool': args.pool}))
 
-    p = subparsers.add_parser('thin_pool_release_metadata_snap', help='Release the held metadata snapshot')
+    p = subparsers.add_parser('thin_pool_release_metadata_snap',
+                              help='Release the held metadata snapshot')
     p.add_argument('pool', help='Pool (lvstore) name or UUID')
     p.set_defaults(func=thin_pool_release_metadata_snap)
 
@@ -87,7 +94,8 @@ def spdk_rpc_plugin_initialize(subparsers):
                                 {'pool': args.pool, 'blocks': args.blocks}))
 
     p = subparsers.add_parser('thin_pool_set_low_water_mark',
-                              help='Warn once when free data blocks fall to or below BLOCKS (0: off)')
+                              help='Warn once when free data blocks fall to or below BLOCKS '
+                                   '(0: off)')
     p.add_argument('pool', help='Pool (lvstore) name or UUID')
     p.add_argument('blocks', type=int, help='Low-water mark in data blocks')
     p.set_defaults(func=thin_pool_set_low_water_mark)

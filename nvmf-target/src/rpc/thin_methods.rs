@@ -341,7 +341,10 @@ impl State {
         // Open what is there, format what is blank; anything else only when asked to.
         let open = match (format, &state) {
             (Some(true), MetaState::Valid { .. }) if !force => {
-                warn!("thin_pool_create {name}: {meta} holds dm-thin metadata; not formatting without force");
+                warn!(
+                    "thin_pool_create {name}: {meta} holds dm-thin metadata; not formatting \
+                     without force"
+                );
                 return Err(RpcError::errno(Errno::Exist));
             }
             (Some(true), _) => false,
