@@ -19,6 +19,11 @@
 //!   a delete). With a timeout of 0 (`error_if_no_space`) they fail at once. Either way
 //!   reads and writes to blocks already owned keep working, and nothing is half-recorded.
 //!
+//! - Low-water mark (dm-thin's `low_water_mark` table argument): when a write provisions a
+//!   data block and the free data blocks fall to or below the mark, one `warn!` event is
+//!   logged; the mark re-arms once free blocks are above it again (checked after commits
+//!   and growth). The check reads the space map's free count: O(1) per provisioning write.
+//!
 //! All volumes of a pool share its state through an `Arc<Mutex<…>>`. They live on the one
 //! reactor that owns the pool, so the mutex is never contended; it exists to make the
 //! volumes `Send` for the hand-over to that reactor.
@@ -27,6 +32,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use thin_core::block::{Block, BlockDevice, BlockError, BLOCK_SIZE};
+use thin_core::pdata::tm::Which;
 use thin_core::thin::{
     FormatOptions, OpenOptions as PoolOpenOptions, Pool, PoolError, PoolStats, WritePlan,
 };
@@ -157,9 +163,55 @@ struct Inner {
     out_of_space_failing: bool,
     /// Latest time seen by [`Bdev::poll`].
     now_ms: u64,
+    /// Free data blocks at or below which the low-water event fires (0: off).
+    low_water_blocks: u64,
+    /// The event fired and free blocks have not been above the mark since.
+    low_water_crossed: bool,
+    /// A provisioning write failed for want of a data block and none has succeeded since.
+    out_of_data_space: bool,
+}
+
+/// What `dmsetup status` reports for a pool, plus the low-water state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStatus {
+    pub stats: PoolStats,
+    pub low_water_blocks: u64,
+    pub low_water_crossed: bool,
+    /// dm-thin's `out_of_data_space` mode: an allocation failed and no block is free.
+    pub out_of_data_space: bool,
 }
 
 impl Inner {
+    /// Free data blocks now (the space map's counter: O(1)).
+    fn free_data_blocks(&mut self) -> u64 {
+        self.pool.tm().space_map(Which::Data).nr_free()
+    }
+
+    /// Fires the low-water event once per crossing and re-arms it when free blocks are
+    /// above the mark again. O(1).
+    fn check_low_water(&mut self) {
+        if self.low_water_blocks == 0 {
+            self.low_water_crossed = false;
+            return;
+        }
+        let free = self.free_data_blocks();
+        if free <= self.low_water_blocks {
+            if !self.low_water_crossed {
+                self.low_water_crossed = true;
+                log::warn!(
+                    "thin pool: free data blocks {free} at or below the low-water mark {}",
+                    self.low_water_blocks
+                );
+            }
+        } else if self.low_water_crossed {
+            self.low_water_crossed = false;
+            log::info!(
+                "thin pool: free data blocks {free} above the low-water mark {} again",
+                self.low_water_blocks
+            );
+        }
+    }
+
     /// The error for a write that found no free data block.
     fn out_of_space(&mut self) -> BdevError {
         if self.no_space_timeout_ms == 0 {
@@ -226,6 +278,10 @@ impl Inner {
         }
         self.pool.commit().map_err(pool_err)?;
         self.dirty = false;
+        // Discarded blocks come back at commit: the mark may re-arm.
+        if self.low_water_crossed {
+            self.check_low_water();
+        }
         Ok(())
     }
 
@@ -240,12 +296,19 @@ impl Inner {
         let bb = self.block_bytes as usize;
         let plan = match self.pool.prepare_write(id, vb) {
             Ok(p) => p,
-            Err(PoolError::NoDataSpace) => return Err(self.out_of_space()),
+            Err(PoolError::NoDataSpace) => {
+                self.out_of_data_space = true;
+                return Err(self.out_of_space());
+            }
             Err(e) => return Err(pool_err(e)),
         };
-        if !matches!(plan, WritePlan::InPlace { .. }) && self.out_of_space_since.take().is_some() {
-            self.out_of_space_failing = false;
-            log::info!("thin pool has data space again");
+        if !matches!(plan, WritePlan::InPlace { .. }) {
+            self.out_of_data_space = false;
+            self.check_low_water();
+            if self.out_of_space_since.take().is_some() {
+                self.out_of_space_failing = false;
+                log::info!("thin pool has data space again");
+            }
         }
         let full = off == 0 && data.len() == bb;
         let r = match plan {
@@ -415,6 +478,9 @@ impl ThinPool {
                 out_of_space_since: None,
                 out_of_space_failing: false,
                 now_ms: 0,
+                low_water_blocks: 0,
+                low_water_crossed: false,
+                out_of_data_space: false,
             })),
         }
     }
@@ -429,6 +495,13 @@ impl ThinPool {
         let r = f(&mut g.pool).map_err(pool_err)?;
         g.commit()?;
         Ok(r)
+    }
+
+    /// Runs `f` on the pool without committing (read-only queries such as mapping walks;
+    /// `f` must not change the pool).
+    pub fn inspect<R>(&self, f: impl FnOnce(&mut Pool<MetaDev>) -> R) -> Result<R, BdevError> {
+        let mut g = lock(&self.inner)?;
+        Ok(f(&mut g.pool))
     }
 
     /// Runs `f` on the metadata bdev, outside the metadata region (labels).
@@ -476,6 +549,32 @@ impl ThinPool {
         lock(&self.inner)?.pool.stats().map_err(pool_err)
     }
 
+    /// dm-thin's status: statistics, low-water mark and state, mode.
+    pub fn status(&self) -> Result<PoolStatus, BdevError> {
+        let mut g = lock(&self.inner)?;
+        let stats = g.pool.stats().map_err(pool_err)?;
+        Ok(PoolStatus {
+            stats,
+            low_water_blocks: g.low_water_blocks,
+            low_water_crossed: g.low_water_crossed,
+            out_of_data_space: g.out_of_data_space && stats.free_data_blocks == 0,
+        })
+    }
+
+    /// Sets the low-water mark in data blocks (0 turns it off) and checks it at once.
+    pub fn set_low_water_mark(&self, blocks: u64) -> Result<(), BdevError> {
+        let mut g = lock(&self.inner)?;
+        g.low_water_blocks = blocks;
+        g.low_water_crossed = false;
+        g.check_low_water();
+        Ok(())
+    }
+
+    /// The low-water mark in data blocks (0: off).
+    pub fn low_water_mark(&self) -> Result<u64, BdevError> {
+        Ok(lock(&self.inner)?.low_water_blocks)
+    }
+
     /// Data block size in bytes.
     pub fn block_bytes(&self) -> Result<u64, BdevError> {
         Ok(lock(&self.inner)?.block_bytes)
@@ -497,6 +596,7 @@ impl ThinPool {
         g.commit()?;
         g.out_of_space_since = None;
         g.out_of_space_failing = false;
+        g.check_low_water();
         Ok(nr)
     }
 
@@ -876,6 +976,47 @@ mod tests {
         drop((v, pool));
         let mut dev = FileDevice::open_read_only(&m).unwrap();
         assert!(check(&mut dev, &CheckOptions::default()).is_clean());
+    }
+
+    #[test]
+    fn low_water_mark_fires_once_per_crossing_and_rearms_when_space_returns() {
+        let (_t, m, d) = files("lowwater", 8);
+        let pool = ThinPool::create(&m, &d, 128, 64).unwrap();
+        pool.with_pool(|p| p.create_thin(0)).unwrap();
+        let mut v = pool.volume("v", 0, 1 << 20, 4096, [0; 16]).unwrap();
+        pool.set_low_water_mark(5).unwrap();
+        let st = |p: &ThinPool| p.status().unwrap();
+        let block = pattern(7, 65536);
+        for i in 0..2 {
+            v.write(i * 16, &block, false).unwrap();
+        }
+        assert!(!st(&pool).low_water_crossed, "6 free");
+        // A rewrite in place allocates nothing; a new block brings free to 5.
+        v.write(0, &block, false).unwrap();
+        assert!(!st(&pool).low_water_crossed);
+        v.write(2 * 16, &block, false).unwrap();
+        assert!(st(&pool).low_water_crossed, "5 free: at the mark");
+        v.write(3 * 16, &block, false).unwrap();
+        assert!(st(&pool).low_water_crossed, "still below");
+        // Two blocks come back at the commit: 6 free, re-armed.
+        v.deallocate(0, 32).unwrap();
+        assert!(st(&pool).low_water_crossed, "discards count at commit");
+        v.flush().unwrap();
+        let s = st(&pool);
+        assert_eq!(s.stats.free_data_blocks, 6);
+        assert!(!s.low_water_crossed);
+        v.write(0, &block, false).unwrap();
+        assert!(st(&pool).low_water_crossed, "crossed again");
+        // Out of space: the mode follows.
+        for i in [1, 4, 5, 6, 7] {
+            v.write(i * 16, &block, false).unwrap();
+        }
+        assert_eq!(st(&pool).stats.free_data_blocks, 0);
+        assert!(!st(&pool).out_of_data_space, "full is not out of space yet");
+        assert_eq!(v.write(8 * 16, &block, false), Err(BdevError::NoSpace));
+        assert!(st(&pool).out_of_data_space);
+        pool.set_low_water_mark(0).unwrap();
+        assert!(!st(&pool).low_water_crossed, "off");
     }
 
     #[test]

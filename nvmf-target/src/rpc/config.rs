@@ -66,6 +66,8 @@ const READ_ONLY_METHODS: &[&str] = &[
     "framework_wait_init",
     "spdk_kill_instance",
     "bdev_wait_for_examine",
+    "thin_pool_status",
+    "thin_delta",
 ];
 
 /// Whether a successful call of `method` may have changed the configuration (so the

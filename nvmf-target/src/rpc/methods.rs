@@ -39,6 +39,9 @@ use crate::bdev::{Bdev, BdevError, IoStat, StatBdev, ThinInfo};
 use crate::ctrlr::{ControllerInfo, SubsystemConfig};
 use crate::TargetHandle;
 
+#[path = "thin_methods.rs"]
+mod thin_methods;
+
 /// Product name and version in `spdk_get_version` (SPDK's shape, our identity).
 pub const PRODUCT: &str = "rust-thin-nvmf";
 const DISCOVERY_NQN: &str = "nqn.2014-08.org.nvmexpress.discovery";
@@ -92,6 +95,14 @@ pub const METHODS: &[&str] = &[
     "nvmf_subsystem_get_qpairs",
     "nvmf_get_stats",
     "framework_get_reconcile_report",
+    // dm-thin extras (`thin_methods`, the `spdk-rpc --plugin` module).
+    "thin_pool_create",
+    "thin_pool_status",
+    "thin_pool_reserve_metadata_snap",
+    "thin_pool_release_metadata_snap",
+    "thin_pool_set_transaction_id",
+    "thin_pool_set_low_water_mark",
+    "thin_delta",
 ];
 
 /// The one poll group (reactor) name, SPDK's `nvmf_tgt_poll_group_NNN`.
@@ -156,6 +167,8 @@ struct Lvstore {
     /// Sequence number and side table of the newest label written.
     label_seq: u64,
     label_table: Vec<u8>,
+    /// A pool on separate metadata and data bdevs (`thin_pool_create`): no label.
+    two_dev: Option<thin_methods::TwoDevice>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -829,6 +842,7 @@ impl State {
             layout: label.layout,
             label_seq: label.seq,
             label_table: label.table,
+            two_dev: None,
         });
         Ok(())
     }
@@ -858,7 +872,7 @@ impl State {
         let mut failed = None;
         for s in &mut self.lvstores {
             let table = Self::side_table(s);
-            if table == s.label_table {
+            if table == s.label_table || s.two_dev.is_some() {
                 continue;
             }
             let label = Label {
@@ -901,13 +915,17 @@ impl State {
         // Hot-remove: consumers let go (namespaces removed, lvstore unloaded).
         let back = self.unexport(&primary)?;
         drop(back);
-        if let Some(k) = self.lvstores.iter().position(|s| s.base == primary) {
+        if let Some(k) = self.lvstores.iter().position(|s| {
+            s.base == primary || s.two_dev.as_ref().is_some_and(|t| t.data_base == primary)
+        }) {
             let s = self.lvstores.remove(k);
             let uuids: Vec<String> = s.lvols.iter().map(|l| format_uuid(&l.uuid)).collect();
             for u in uuids {
                 drop(self.unexport(&u)?);
             }
-            if let Err(e) = s.pool.commit() {
+            if s.two_dev.is_some() {
+                self.thin_release(s);
+            } else if let Err(e) = s.pool.commit() {
                 warn!("lvstore {}: final commit: {e}", s.name);
             }
         }
@@ -1019,6 +1037,7 @@ impl State {
             layout,
             label_seq: 0,
             label_table: Vec::new(),
+            two_dev: None,
         };
         let label = Label {
             seq: 1,
@@ -1086,6 +1105,9 @@ impl State {
         }
         if self.lvstores[i].pool.in_use() {
             return Err(RpcError::errno(Errno::Busy));
+        }
+        if self.lvstores[i].two_dev.is_some() {
+            return self.thin_pool_destroy(i);
         }
         let s = self.lvstores.remove(i);
         let name = s.name.clone();
@@ -2055,6 +2077,7 @@ impl State {
                             "nowait": nowait}}),
                     });
                 }
+                out.extend(self.thin_config());
                 out.push(json!({"method": "bdev_wait_for_examine"}));
             }
             "nvmf" => {
@@ -2398,6 +2421,7 @@ impl State {
                 }
                 Ok(json!(true))
             }
+            m if m.starts_with("thin_") => self.thin_dispatch(m, p),
             _ => Err(RpcError::method_not_found()),
         }
     }
