@@ -2,7 +2,10 @@
 //! bdev → lvstore → thin lvol exported as namespace 1; the guest writes a pattern; a
 //! snapshot and a writable clone of it are made through RPC and the clone is added as
 //! namespace 2; a second guest reads the pattern from both, overwrites the clone, and the
-//! origin keeps its data (copy-on-write through dm-thin block sharing).
+//! origin keeps its data (copy-on-write through dm-thin block sharing). Then the daemon
+//! stops (SIGTERM) and starts again on the same data folder with no other configuration: its
+//! persisted config and the lvstore label bring back the bdev, lvstore, lvols, subsystem,
+//! namespaces and listener, and a third guest reads both volumes' data back.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,21 +19,24 @@ const NQN: &str = "nqn.2016-06.io.spdk:cnode1";
 
 struct Daemon {
     /// Kept for its Drop (kills the daemon).
-    _inner: ours::Daemon,
+    inner: ours::Daemon,
     sock: PathBuf,
     port: u16,
 }
 
 fn start_at(dir: &Path, sock_name: &str) -> Daemon {
     let sock = dir.join(sock_name);
+    let data = dir.join("data");
     let inner = ours::Daemon::start(&[
         "--no-default-pool".as_ref(),
+        "--data-dir".as_ref(),
+        data.as_os_str(),
         "-r".as_ref(),
         sock.as_os_str(),
     ]);
     let port = inner.port;
     Daemon {
-        _inner: inner,
+        inner,
         sock,
         port,
     }
@@ -167,5 +173,35 @@ fn linux_host_reads_and_writes_volumes_exported_through_spdk_rpc() {
         .find(|l| l["name"] == "clone")
         .expect("clone");
     assert!(clone["num_allocated_clusters"].as_u64().expect("count") >= 7);
-    rpc(&d, &["spdk_kill_instance", "SIGTERM"]);
+    let before = rpc_json(&d, &["bdev_lvol_get_lvols"]);
+    d.inner.terminate(30);
+
+    // Restart on the same data folder: everything comes back by itself, on the old port.
+    let d2 = start_at(dir.path(), "t2.sock");
+    let after = rpc_json(&d2, &["bdev_lvol_get_lvols"]);
+    assert_eq!(after, before, "lvols after the restart");
+    let subs = rpc_json(&d2, &["nvmf_get_subsystems", NQN]);
+    assert_eq!(subs[0]["namespaces"].as_array().map(Vec::len), Some(2));
+    assert_eq!(subs[0]["listen_addresses"][0]["trsvcid"], port.as_str());
+    let third = format!(
+        "{}\
+         i=0; while [ ! -b /dev/nvme0n2 ]; do i=$((i+1)); [ $i -lt 100 ] || exit 3; sleep 0.1; done\n\
+         dd if=/dev/nvme0n1 of=a bs=1M count=2 iflag=direct 2>/dev/null; cmp pat a\n\
+         dd if=/dev/nvme0n2 of=c bs=4k skip=3 count=100 iflag=direct 2>/dev/null\n\
+         head -c 409600 pat2 | cmp - c\n\
+         dd if=/dev/nvme0n2 of=b bs=4k count=3 iflag=direct 2>/dev/null\n\
+         head -c 12288 pat | cmp - b\n\
+         nvme disconnect -n {NQN}\n\
+         echo third-done\n",
+        connect(d.port)
+    );
+    let run = Guest::new()
+        .network(true)
+        .script(third)
+        .timeout(Duration::from_secs(150))
+        .run()
+        .expect("guest runs");
+    run.assert_success();
+    assert!(run.stdout.contains("third-done"), "{}", run.report());
+    rpc(&d2, &["spdk_kill_instance", "SIGTERM"]);
 }
