@@ -35,11 +35,7 @@ fn start_at(dir: &Path, sock_name: &str) -> Daemon {
         sock.as_os_str(),
     ]);
     let port = inner.port;
-    Daemon {
-        inner,
-        sock,
-        port,
-    }
+    Daemon { inner, sock, port }
 }
 
 /// Runs `spdk-rpc -s SOCK args…`; returns (exit status, stdout).

@@ -4,9 +4,11 @@
 use ::log::debug;
 
 use super::{
-    dnr, CmdResult, Controller, Fail, QueueCtx, TargetState, ERROR_LOG_ENTRIES, MAX_AERS, VERSION,
+    dnr, AsyncCompletion, CmdResult, Controller, Fail, QueueCtx, TargetState, ERROR_LOG_ENTRIES,
+    MAX_AERS, VERSION,
 };
 use crate::wire::admin::{AbortCommand, AdminOpcode};
+use crate::wire::cqe::{Cqe, SQHD_DISABLED};
 use crate::wire::fabrics::DISCOVERY_NQN;
 use crate::wire::features::{
     AsyncEventConfig, FeatureId, GetFeaturesCommand, KeepAliveTimer, NumberOfQueues, Select,
@@ -58,11 +60,7 @@ impl TargetState {
                 self.controller_mut(q)?.touch(now_ms);
                 Ok((0, 0))
             }
-            AdminOpcode::Abort if !discovery => {
-                let a = AbortCommand::from_cdw10(sqe.cdw10);
-                debug!("Abort sqid {} cid {:#x}: not aborted", a.sqid, a.cid);
-                Ok((AbortCommand::NOT_ABORTED_DW0, 0))
-            }
+            AdminOpcode::Abort if !discovery => self.abort(q, sqe),
             _ => Err(dnr(Status::INVALID_OPCODE)),
         };
         r.map(Some)
@@ -413,6 +411,35 @@ impl TargetState {
     }
 
     // ----- Asynchronous events -----
+
+    /// Abort: I/O runs to completion as it arrives (nothing waits in a queue of ours but
+    /// writes whose data is still in flight and commands parked by a full pool, which the
+    /// host cannot tell apart from running ones), so only an outstanding Asynchronous
+    /// Event Request can be aborted: it completes with Command Abort Requested. Anything
+    /// else answers "not aborted" (DW0 bit 0), which the specification allows.
+    fn abort(&mut self, q: &QueueCtx, sqe: &Sqe) -> CmdResult {
+        let a = AbortCommand::from_cdw10(sqe.cdw10);
+        let c = self.controller_mut(q)?;
+        let cntlid = c.cntlid;
+        if a.sqid == 0 {
+            if let Some(i) = c.aers.iter().position(|&cid| cid == a.cid) {
+                c.aers.remove(i);
+                debug!("Abort: AER {:#x} of controller {cntlid} aborted", a.cid);
+                self.async_completions.push(AsyncCompletion {
+                    cntlid,
+                    cqe: Cqe::with_status(
+                        a.cid,
+                        0,
+                        SQHD_DISABLED,
+                        Status::ABORT_REQUESTED.retryable(),
+                    ),
+                });
+                return Ok((0, 0));
+            }
+        }
+        debug!("Abort sqid {} cid {:#x}: not aborted", a.sqid, a.cid);
+        Ok((AbortCommand::NOT_ABORTED_DW0, 0))
+    }
 
     fn aer(&mut self, q: &QueueCtx, sqe: &Sqe) -> Result<Option<(u32, u32)>, Fail> {
         let c = self.controller_mut(q)?;

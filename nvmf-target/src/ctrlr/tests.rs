@@ -379,6 +379,34 @@ fn namespace_added_completes_the_aer_and_lists_in_changed_log() {
     assert_eq!(c.dw0, 0x0004_0002);
 }
 
+#[test]
+fn abort_completes_an_outstanding_aer_and_nothing_else() {
+    let mut t = target();
+    let (mut a, _) = admin(&mut t, 0);
+    let aer = Sqe::new(0x0C, 40, 0);
+    assert_eq!(t.execute(&mut a, &aer, &[], &mut [], 0), Outcome::Held);
+    // Abort of a command that is not outstanding: "not aborted".
+    let mut ab = Sqe::new(0x08, 41, 0);
+    ab.cdw10 = 99 << 16; // CID 99 on SQ 0
+    let (c, _) = run(&mut t, &mut a, ab, &[], 0);
+    assert!(c.status.is_success());
+    assert_eq!(c.dw0 & 1, 1, "not aborted");
+    assert!(t.take_async_completions().is_empty());
+    // Abort of the AER: aborted, and the AER completes with Abort Requested.
+    ab.cid = 42;
+    ab.cdw10 = 40 << 16;
+    let (c, _) = run(&mut t, &mut a, ab, &[], 0);
+    assert!(c.status.is_success());
+    assert_eq!(c.dw0 & 1, 0, "aborted");
+    let done = t.take_async_completions();
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].cqe.cid, 40);
+    assert_eq!(done[0].cqe.status.status, Status::ABORT_REQUESTED);
+    // An event now has no AER to complete: it waits for the next one.
+    t.add_namespace(NQN, 2, malloc(64)).unwrap();
+    assert!(t.take_async_completions().is_empty());
+}
+
 struct Thin(Malloc);
 
 impl Bdev for Thin {
