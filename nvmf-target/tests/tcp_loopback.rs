@@ -737,3 +737,80 @@ fn out_of_space_queue_policy_holds_writes_until_the_pool_grows() {
     assert!(rep.is_clean(), "{:?}", rep.issues);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A H2CData PDU with a bad data digest: as SPDK does, the write takes in the rest of its
+/// data and completes with Transient Transport Error (no DNR: the host retries); the
+/// connection lives on, the data was not written, and the retried write succeeds.
+#[test]
+fn h2c_data_digest_error_fails_the_write_not_the_connection() {
+    let (target, addr) = start();
+    let (mut a, cntlid) = admin(addr, Digests::BOTH);
+    let mut sf = Sqe::new(0x09, 5, 0);
+    sf.cdw10 = 0x07;
+    assert!(a.cmd(sf, &[]).status.is_success());
+    let (mut q, ic) = Host::connect(addr, Digests::BOTH);
+    assert!(q
+        .fabric_connect(1, cntlid, NQN, HOSTNQN)
+        .status
+        .is_success());
+    let len = 3 * ic.maxh2cdata as usize;
+    let payload: Vec<u8> = (0..len).map(|i| (i * 13 + i / 4096) as u8).collect();
+    let write = |q: &mut Host, cid: u16, corrupt: Option<usize>| {
+        let w = RwCommand::new(
+            IoOpcode::Write,
+            cid,
+            1,
+            64,
+            (len / 512) as u32,
+            SglDescriptor::transport(len as u32),
+        );
+        q.send(&Pdu::CapsuleCmd(CapsuleCmd {
+            sqe: w.to_sqe(),
+            data: &[],
+        }));
+        let Rx::R2t(r2t) = q.recv() else {
+            panic!("no R2T")
+        };
+        let chunk = ic.maxh2cdata as usize;
+        for (k, off) in (0..len).step_by(chunk).enumerate() {
+            let p = Pdu::H2CData(H2CData {
+                cccid: cid,
+                ttag: r2t.ttag,
+                datao: off as u32,
+                last: off + chunk >= len,
+                data: &payload[off..(off + chunk).min(len)],
+            });
+            let mut v = vec![0u8; p.wire_len(&q.tx)];
+            p.emit(&mut v, &q.tx).unwrap();
+            if corrupt == Some(k) {
+                let n = v.len();
+                v[n - 1] ^= 0x40; // the data digest is the PDU's last 4 bytes
+            }
+            q.send_raw(&v);
+        }
+        q.resp()
+    };
+    let c = write(&mut q, 0x20, Some(1));
+    assert_eq!(c.status.status, Status::TRANSIENT_TRANSPORT_ERROR, "{c}");
+    assert!(!c.status.dnr, "retryable");
+    // Nothing of it was written.
+    let r = RwCommand::new(
+        IoOpcode::Read,
+        0x21,
+        1,
+        64,
+        (len / 512) as u32,
+        SglDescriptor::transport(len as u32),
+    );
+    let (back, c) = q.cmd_read(r.to_sqe());
+    assert!(c.status.is_success());
+    assert!(back.iter().all(|&b| b == 0), "a failed write left data");
+    // The same connection retries and succeeds.
+    let c = write(&mut q, 0x22, None);
+    assert!(c.status.is_success(), "{c}");
+    let (back, c) = q.cmd_read(r.to_sqe());
+    assert!(c.status.is_success());
+    assert!(back == payload, "read back after the retry");
+    drop((q, a));
+    target.stop().unwrap();
+}

@@ -47,6 +47,9 @@ struct PendingWrite {
     sqe: Sqe,
     buf: Vec<u8>,
     received: u32,
+    /// A data PDU of this write failed its data digest: the rest of the data is taken in,
+    /// then the command completes with Transient Transport Error without running.
+    digest_failed: bool,
 }
 
 /// One connection's protocol state.
@@ -463,6 +466,7 @@ impl ConnState {
                 sqe,
                 buf,
                 received: 0,
+                digest_failed: false,
             });
         }
         self.outstanding += 1;
@@ -525,6 +529,17 @@ impl ConnState {
             return;
         };
         self.outstanding = self.outstanding.saturating_sub(1);
+        if p.digest_failed {
+            let cqe = self.q.cqe(
+                p.sqe.cid,
+                Status::TRANSIENT_TRANSPORT_ERROR.retryable(),
+                0,
+                0,
+            );
+            self.push_resp(cqe);
+            self.recycle(p.buf);
+            return;
+        }
         match target.execute(&mut self.q, &p.sqe, &p.buf, &mut [], now_ms) {
             Outcome::Retry => self.park(p.sqe, p.buf),
             outcome => {
@@ -543,8 +558,42 @@ impl ConnState {
                     .cqe(e.cccid, Status::TRANSIENT_TRANSPORT_ERROR.retryable(), 0, 0);
                 self.push_resp(cqe);
             }
-            // The write's data is lost part-way: the Linux target's answer, drop the
-            // connection (the host recovers by reconnecting).
+            // SPDK's answer: the bytes are accounted for (the stream is in sync), and the
+            // write completes with Transient Transport Error once all its data is in, so
+            // the host retries it; the connection lives on. A PDU that does not fit its
+            // write is a sequence error, as it would be with a good digest.
+            PduType::H2CData => {
+                let slot = usize::from(e.ttag);
+                let done = match self.pending.get_mut(slot) {
+                    Some(Some(p))
+                        if p.sqe.cid == e.cccid
+                            && e.datao == p.received
+                            && e.datal > 0
+                            && (e.datao as usize + e.datal as usize) <= p.buf.len() =>
+                    {
+                        p.digest_failed = true;
+                        p.received += e.datal;
+                        p.received as usize == p.buf.len()
+                    }
+                    _ => {
+                        self.fatal(Fes::PduSequenceError, 0, e.pdu_type as u8);
+                        return;
+                    }
+                };
+                if done {
+                    if let Some(Some(p)) = self.pending.get_mut(slot).map(Option::take) {
+                        self.outstanding = self.outstanding.saturating_sub(1);
+                        let cqe = self.q.cqe(
+                            p.sqe.cid,
+                            Status::TRANSIENT_TRANSPORT_ERROR.retryable(),
+                            0,
+                            0,
+                        );
+                        self.push_resp(cqe);
+                        self.recycle(p.buf);
+                    }
+                }
+            }
             _ => self.fatal(Fes::PduSequenceError, 0, e.pdu_type as u8),
         }
     }

@@ -376,6 +376,10 @@ pub struct DataDigestError {
     pub cccid: u16,
     /// H2CData: transfer tag; otherwise 0.
     pub ttag: u16,
+    /// H2CData: the PDU's data offset and length (the stream stays in sync, so the
+    /// receiver can account for the bytes); otherwise 0.
+    pub datao: u32,
+    pub datal: u32,
     pub expected: u32,
     pub actual: u32,
 }
@@ -795,16 +799,18 @@ impl<'a> Pdu<'a> {
                 .and_then(|d| d.try_into().ok())
                 .map_or(0, u32::from_le_bytes);
             if expected != actual {
-                let (cccid, ttag) = match &pdu {
-                    Self::CapsuleCmd(c) => (c.sqe.cid, 0),
-                    Self::H2CData(d) => (d.cccid, d.ttag),
-                    Self::C2HData(d) => (d.cccid, 0),
-                    _ => (0, 0),
+                let (cccid, ttag, datao, datal) = match &pdu {
+                    Self::CapsuleCmd(c) => (c.sqe.cid, 0, 0, 0),
+                    Self::H2CData(d) => (d.cccid, d.ttag, d.datao, d.data.len() as u32),
+                    Self::C2HData(d) => (d.cccid, 0, 0, 0),
+                    _ => (0, 0, 0, 0),
                 };
                 return Err(PduError::DataDigest(DataDigestError {
                     pdu_type: frame.pdu_type,
                     cccid,
                     ttag,
+                    datao,
+                    datal,
                     expected,
                     actual,
                 }));
