@@ -69,8 +69,7 @@ impl TargetState {
                 let cmd = RwCommand::from_sqe(sqe);
                 let ns = self.io_namespace(q, nsid)?;
                 let len = self.check_rw(ns, &cmd, sqe.sgl.length)?;
-                let (cntlid, nqn) = self.owner(q)?;
-                let ns = self.ns_mut(&nqn, nsid)?;
+                let (cntlid, ns) = self.ns_mut(q, nsid)?;
                 let r = if opcode == IoOpcode::Read {
                     match data_out.get_mut(..len as usize) {
                         Some(buf) => ns.bdev.read(cmd.slba, buf),
@@ -98,8 +97,7 @@ impl TargetState {
             }
             IoOpcode::Flush => {
                 self.io_namespace(q, nsid)?;
-                let (_, nqn) = self.owner(q)?;
-                let ns = self.ns_mut(&nqn, nsid)?;
+                let (_, ns) = self.ns_mut(q, nsid)?;
                 ns.bdev.flush().map_err(|e| Fail::from(bdev_status(&e)))?;
             }
             IoOpcode::WriteZeroes => {
@@ -108,8 +106,7 @@ impl TargetState {
                 if !cmd.in_range(ns.nsze()) {
                     return Err(dnr(Status::LBA_OUT_OF_RANGE));
                 }
-                let (_, nqn) = self.owner(q)?;
-                let ns = self.ns_mut(&nqn, nsid)?;
+                let (_, ns) = self.ns_mut(q, nsid)?;
                 let count = u64::from(cmd.blocks());
                 let r = if cmd.deac {
                     ns.bdev.deallocate(cmd.slba, count)
@@ -133,8 +130,7 @@ impl TargetState {
                 if ranges.iter().any(|r| !r.in_range(nsze)) {
                     return Err(dnr(Status::LBA_OUT_OF_RANGE));
                 }
-                let (_, nqn) = self.owner(q)?;
-                let ns = self.ns_mut(&nqn, nsid)?;
+                let (_, ns) = self.ns_mut(q, nsid)?;
                 let mut res = Ok(());
                 for r in ranges.iter().filter(|r| r.nlb > 0) {
                     res = ns.bdev.deallocate(r.slba, u64::from(r.nlb));
@@ -158,15 +154,18 @@ impl TargetState {
         Fail::from(bdev_status(e))
     }
 
-    fn owner(&self, q: &QueueCtx) -> Result<(u16, String), Fail> {
-        let c = self.controller(q)?;
-        Ok((c.cntlid, c.subnqn.clone()))
-    }
-
-    fn ns_mut(&mut self, nqn: &str, nsid: u32) -> Result<&mut Namespace, Fail> {
-        self.subsystems
-            .get_mut(nqn)
+    /// The queue's controller id and namespace `nsid` of its subsystem, for execution
+    /// (borrows the controller map and the subsystem map apart: no copy of the NQN).
+    fn ns_mut(&mut self, q: &QueueCtx, nsid: u32) -> Result<(u16, &mut Namespace), Fail> {
+        let c = q
+            .cntlid
+            .and_then(|id| self.controllers.get(&id))
+            .ok_or(dnr(Status::COMMAND_SEQUENCE_ERROR))?;
+        let ns = self
+            .subsystems
+            .get_mut(c.subnqn.as_str())
             .and_then(|s| s.namespaces.get_mut(&nsid))
-            .ok_or(dnr(Status::INVALID_NS_OR_FORMAT))
+            .ok_or(dnr(Status::INVALID_NS_OR_FORMAT))?;
+        Ok((c.cntlid, ns))
     }
 }
