@@ -175,8 +175,10 @@ fn run(o: &Opts, dir: &Path) -> Result<(), Error> {
     let thin = pool.volume("thin_prov", 1, THIN_BYTES, 4096, [2; 16])?;
     let fresh = pool.volume("thin_fresh", 2, FRESH_BYTES, 4096, [3; 16])?;
 
+    // The reactor pinned to core 0, as `nvmf_tgt -m 0x1` runs.
     let mut t = Target::new(TargetConfig {
         poll_mode: PollMode::Busy,
+        pin_reactors: true,
         ..TargetConfig::default()
     });
     t.add_subsystem(SubsystemConfig::new(NQN))?;

@@ -38,8 +38,12 @@ use crate::transport::tcp::ConnLimits;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetConfig {
     /// Cores to run reactors on (bit n = core n), SPDK's `-m`. Only one reactor runs today
-    /// (on the calling/spawned thread); extra bits are accepted and logged.
+    /// (on the calling/spawned thread), on the lowest core of the mask; extra bits are
+    /// accepted and logged.
     pub cpumask: u64,
+    /// Pin the spawned reactor thread to its core (the daemon does; tests that run many
+    /// targets side by side do not).
+    pub pin_reactors: bool,
     /// Busy polling or adaptive (default).
     pub poll_mode: PollMode,
     /// Controller limits and identity.
@@ -52,6 +56,7 @@ impl Default for TargetConfig {
     fn default() -> Self {
         Self {
             cpumask: 0x1,
+            pin_reactors: false,
             poll_mode: PollMode::Adaptive,
             ctrlr: CtrlrConfig::default(),
             maxh2cdata: 128 * 1024,
@@ -195,9 +200,15 @@ impl Target {
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = Arc::clone(&stop);
         let mut state = self.state;
+        // SPDK's reactors run pinned, one per core of the mask; ours is the lowest core.
+        let core = self.config.cpumask.trailing_zeros() as usize;
+        let pin = self.config.pin_reactors;
         let thread = std::thread::Builder::new()
-            .name("reactor_0".into())
+            .name(format!("reactor_{core}"))
             .spawn(move || {
+                if pin {
+                    pin_to_core(core);
+                }
                 Self::serve(&mut reactor, &mut state, &stop2, &rx)?;
                 Ok(state)
             })
@@ -208,6 +219,21 @@ impl Target {
             stop,
             thread: Some(thread),
         })
+    }
+}
+
+/// Pins the calling thread to `core`; a core the process may not use (a container's
+/// cpuset, a mask beyond the machine) leaves it unpinned, with a warning.
+fn pin_to_core(core: usize) {
+    let mut set = rustix::thread::CpuSet::new();
+    if core >= rustix::thread::CpuSet::MAX_CPU {
+        warn!("core {core} is beyond the CPU set size: reactor not pinned");
+        return;
+    }
+    set.set(core);
+    match rustix::thread::sched_setaffinity(None, &set) {
+        Ok(()) => info!("reactor pinned to core {core}"),
+        Err(e) => warn!("pinning the reactor to core {core}: {e}; running unpinned"),
     }
 }
 
@@ -265,5 +291,26 @@ impl Drop for TargetHandle {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod pin_tests {
+    use super::pin_to_core;
+
+    #[test]
+    fn pinning_restricts_the_thread_to_its_core() {
+        let t = std::thread::spawn(|| {
+            let before = rustix::thread::sched_getaffinity(None).expect("affinity");
+            let Some(core) = (0..rustix::thread::CpuSet::MAX_CPU).find(|&c| before.is_set(c))
+            else {
+                panic!("no usable core");
+            };
+            pin_to_core(core);
+            let after = rustix::thread::sched_getaffinity(None).expect("affinity");
+            (core, after.count())
+        });
+        let (core, n) = t.join().expect("thread");
+        assert_eq!(n, 1, "pinned to core {core} only");
     }
 }

@@ -225,6 +225,7 @@ fn serve(a: Args) -> Result<(), String> {
     };
     let cfg = TargetConfig {
         cpumask: a.cpumask,
+        pin_reactors: true,
         poll_mode: if a.busy_poll {
             PollMode::Busy
         } else {
