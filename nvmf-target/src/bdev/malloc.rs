@@ -2,6 +2,31 @@
 
 use super::{check_range, Bdev, BdevError};
 
+/// Asks the kernel to back `buf` with transparent huge pages (SPDK keeps its buffers in
+/// huge pages): random 4 KiB accesses across a large bdev then miss the TLB far less. Only
+/// the 2 MiB-aligned interior is advised; failure (THP off) is harmless.
+fn advise_huge_pages(buf: &mut [u8]) {
+    const HUGE: usize = 2 << 20;
+    let start = buf.as_mut_ptr() as usize;
+    let aligned = start.next_multiple_of(HUGE);
+    let end = (start + buf.len()) & !(HUGE - 1);
+    if end <= aligned {
+        return;
+    }
+    // SAFETY: [aligned, end) lies inside `buf`, which this function borrows mutably, and
+    // MADV_HUGEPAGE only changes how the kernel backs the pages, never their contents.
+    let r = unsafe {
+        rustix::mm::madvise(
+            aligned as *mut std::ffi::c_void,
+            end - aligned,
+            rustix::mm::Advice::LinuxHugepage,
+        )
+    };
+    if let Err(e) = r {
+        log::debug!("madvise(MADV_HUGEPAGE): {e}");
+    }
+}
+
 /// RAM bdev; deallocated and never-written blocks read as zeroes.
 #[derive(Debug)]
 pub struct Malloc {
@@ -28,10 +53,12 @@ impl Malloc {
             .checked_mul(u64::from(block_size))
             .and_then(|l| usize::try_from(l).ok())
             .ok_or_else(|| BdevError::Io("size too large".into()))?;
+        let mut data = vec![0; len];
+        advise_huge_pages(&mut data);
         Ok(Malloc {
             name: name.into(),
             block_size,
-            data: vec![0; len],
+            data,
             uuid,
         })
     }
