@@ -105,10 +105,6 @@ impl Reactor {
         Ok(())
     }
 
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
     /// Runs until `stop` is set.
     pub(crate) fn run(
         &mut self,
@@ -161,7 +157,9 @@ impl Reactor {
                     }
                 }
             }
-            let now = self.now_ms();
+            // One clock read per pass: it stamps the work below and the spin window.
+            let t = Instant::now();
+            let now = u64::try_from(t.duration_since(self.start).as_millis()).unwrap_or(u64::MAX);
             worked |= self.service(state, now);
             if now.saturating_sub(last_tick) >= TICK_MS {
                 last_tick = now;
@@ -182,7 +180,7 @@ impl Reactor {
             }
             self.reap(state);
             if worked {
-                last_work = Instant::now();
+                last_work = t;
             }
         }
         info!("reactor stopping: {} connections", self.conns.len());
