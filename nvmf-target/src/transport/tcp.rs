@@ -21,6 +21,7 @@ use log::{debug, info, warn};
 
 use crate::ctrlr::{DataXfer, Outcome, QueueCtx, TargetState, MAX_AERS};
 use crate::wire::cqe::Cqe;
+use crate::wire::io::IoOpcode;
 use crate::wire::pdu::{
     C2HData, CapsuleCmd, CapsuleResp, Digests, H2CData, IcReq, IcResp, Pdu, PduDecoder, PduError,
     PduType, R2t, RxConfig, TermReq, TxConfig, TxLayout,
@@ -52,6 +53,65 @@ struct PendingWrite {
     digest_failed: bool,
 }
 
+/// The send buffer: PDUs appended whole, sent from `pos`. Its memory is reused without
+/// being zeroed again (only memory it grows into is), so each appender says whether its
+/// room must be zeroed.
+#[derive(Debug, Default)]
+struct OutBuf {
+    buf: Vec<u8>,
+    len: usize,
+    pos: usize,
+}
+
+impl OutBuf {
+    fn pending(&self) -> usize {
+        self.len - self.pos
+    }
+
+    fn unsent(&self) -> &[u8] {
+        self.buf.get(self.pos..self.len).unwrap_or_default()
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.len);
+    }
+
+    /// Appends `n` bytes of room (zeroed if `zero`); returns where it starts.
+    fn grow(&mut self, n: usize, zero: bool) -> usize {
+        let start = self.len;
+        let end = start + n;
+        if self.buf.len() < end {
+            self.buf.resize(end, 0);
+        } else if zero {
+            self.buf[start..end].fill(0);
+        }
+        self.len = end;
+        start
+    }
+
+    /// The room from `start` to the end.
+    fn room_mut(&mut self, start: usize) -> &mut [u8] {
+        self.buf.get_mut(start..self.len).unwrap_or_default()
+    }
+
+    /// Gives back everything from `start` (a PDU that failed to build).
+    fn truncate(&mut self, start: usize) {
+        self.len = self.len.min(start).max(self.pos);
+    }
+
+    /// After sending: restart at 0 when all is sent, or move a large sent prefix out.
+    fn compact(&mut self) {
+        if self.pos == self.len {
+            self.pos = 0;
+            self.len = 0;
+        } else if self.pos > (1 << 20) {
+            self.buf.copy_within(self.pos..self.len, 0);
+            self.len -= self.pos;
+            self.pos = 0;
+        }
+    }
+}
+
 /// One connection's protocol state.
 #[derive(Debug)]
 pub struct Connection {
@@ -66,8 +126,7 @@ struct ConnState {
     limits: ConnLimits,
     tx: TxConfig,
     ic_done: bool,
-    out: Vec<u8>,
-    out_pos: usize,
+    out: OutBuf,
     /// Writes waiting for H2CData, indexed by TTAG.
     pending: Vec<Option<PendingWrite>>,
     free_bufs: Vec<Vec<u8>>,
@@ -103,8 +162,7 @@ impl Connection {
                 limits,
                 tx: TxConfig::default(),
                 ic_done: false,
-                out: Vec::with_capacity(64 * 1024),
-                out_pos: 0,
+                out: OutBuf::default(),
                 pending: Vec::new(),
                 free_bufs: Vec::new(),
                 outstanding: 0,
@@ -128,7 +186,7 @@ impl Connection {
 
     /// Bytes queued for sending.
     pub fn tx_pending(&self) -> usize {
-        self.st.out.len() - self.st.out_pos
+        self.st.out.pending()
     }
 
     /// Whether the reader should pause (send buffer full or closing).
@@ -195,12 +253,11 @@ impl Connection {
     /// Writes queued bytes until the socket would block. Returns bytes written.
     pub fn flush<W: Write>(&mut self, w: &mut W) -> io::Result<usize> {
         let mut total = 0;
-        while self.st.out_pos < self.st.out.len() {
-            let chunk = self.st.out.get(self.st.out_pos..).unwrap_or_default();
-            match w.write(chunk) {
+        while self.st.out.pending() > 0 {
+            match w.write(self.st.out.unsent()) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
-                    self.st.out_pos += n;
+                    self.st.out.consume(n);
                     total += n;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -208,13 +265,7 @@ impl Connection {
                 Err(e) => return Err(e),
             }
         }
-        if self.st.out_pos == self.st.out.len() {
-            self.st.out.clear();
-            self.st.out_pos = 0;
-        } else if self.st.out_pos > (1 << 20) {
-            self.st.out.drain(..self.st.out_pos);
-            self.st.out_pos = 0;
-        }
+        self.st.out.compact();
         Ok(total)
     }
 
@@ -274,12 +325,8 @@ impl ConnState {
             },
             pda: req.hpda,
         };
-        let start = self.out.len();
-        self.out.resize(start + 128, 0);
-        if resp
-            .emit(self.out.get_mut(start..).unwrap_or_default())
-            .is_err()
-        {
+        let start = self.out.grow(128, true);
+        if resp.emit(self.out.room_mut(start)).is_err() {
             self.out.truncate(start);
         }
     }
@@ -297,11 +344,8 @@ impl ConnState {
     }
 
     fn push_term(&mut self, t: &TermReq<'_>) {
-        let start = self.out.len();
-        self.out.resize(start + t.wire_len(), 0);
-        if t.emit(self.out.get_mut(start..).unwrap_or_default())
-            .is_err()
-        {
+        let start = self.out.grow(t.wire_len(), true);
+        if t.emit(self.out.room_mut(start)).is_err() {
             self.out.truncate(start);
         }
     }
@@ -309,12 +353,8 @@ impl ConnState {
     fn push_resp(&mut self, cqe: Cqe) {
         let resp = CapsuleResp { cqe };
         let n = TxLayout::new(PduType::CapsuleResp, 0, &self.tx).plen as usize;
-        let start = self.out.len();
-        self.out.resize(start + n, 0);
-        if resp
-            .emit(self.out.get_mut(start..).unwrap_or_default(), &self.tx)
-            .is_err()
-        {
+        let start = self.out.grow(n, true);
+        if resp.emit(self.out.room_mut(start), &self.tx).is_err() {
             self.out.truncate(start);
         }
     }
@@ -390,15 +430,19 @@ impl ConnState {
     /// the C2HData header; on failure the room is given back and only the CQE goes out.
     fn execute_to_host(&mut self, sqe: &Sqe, len: u32, target: &mut TargetState, now_ms: u64) {
         let layout = TxLayout::new(PduType::C2HData, len, &self.tx);
-        let start = self.out.len();
         let prefix = layout.prefix_len();
-        self.out.resize(start + layout.plen as usize, 0);
+        // An I/O Read fills its whole buffer when it succeeds (and its bytes are never sent
+        // when it fails), so the data room may hold stale bytes: no memset of up to MDTS
+        // per read. Everything else gets zeroed room.
+        let fills_all = self.q.qid != 0 && IoOpcode::from_u8(sqe.opcode) == IoOpcode::Read;
+        let start = self.out.grow(layout.plen as usize, !fills_all);
         let (head, tail) = self
             .out
-            .get_mut(start..)
-            .unwrap_or_default()
+            .room_mut(start)
             .split_at_mut(prefix.min(layout.plen as usize));
+        head.fill(0);
         let (data, ddgst) = tail.split_at_mut((len as usize).min(tail.len()));
+        ddgst.fill(0);
         let outcome = target.execute(&mut self.q, sqe, &[], data, now_ms);
         let cqe = match outcome {
             Outcome::Complete(cqe) => cqe,
@@ -477,12 +521,8 @@ impl ConnState {
             r2tl: len,
         };
         let n = TxLayout::new(PduType::R2T, 0, &self.tx).plen as usize;
-        let start = self.out.len();
-        self.out.resize(start + n, 0);
-        if r2t
-            .emit(self.out.get_mut(start..).unwrap_or_default(), &self.tx)
-            .is_err()
-        {
+        let start = self.out.grow(n, true);
+        if r2t.emit(self.out.room_mut(start), &self.tx).is_err() {
             self.out.truncate(start);
         }
     }
@@ -596,5 +636,35 @@ impl ConnState {
             }
             _ => self.fatal(Fes::PduSequenceError, 0, e.pdu_type as u8),
         }
+    }
+}
+
+#[cfg(test)]
+mod out_buf_tests {
+    use super::OutBuf;
+
+    #[test]
+    fn reused_room_is_zeroed_only_when_asked_and_sending_compacts() {
+        let mut o = OutBuf::default();
+        let a = o.grow(8, true);
+        o.room_mut(a).copy_from_slice(&[7; 8]);
+        assert_eq!(o.unsent(), &[7; 8]);
+        o.consume(8);
+        o.compact();
+        assert_eq!(o.pending(), 0);
+        // Reused memory: zeroed room is zero, unzeroed room keeps what was there.
+        let b = o.grow(4, true);
+        assert_eq!(o.room_mut(b), &[0; 4]);
+        let c = o.grow(4, false);
+        assert_eq!(o.room_mut(c), &[7; 4]);
+        o.truncate(c);
+        assert_eq!(o.unsent(), &[0; 4]);
+        // Growing past the old size zeroes the new memory.
+        let d = o.grow(16, false);
+        assert_eq!(&o.room_mut(d)[4..], &[0; 12]);
+        o.consume(3);
+        assert_eq!(o.pending(), 17);
+        o.truncate(0); // never below what was sent
+        assert_eq!(o.pending(), 0);
     }
 }
