@@ -753,10 +753,15 @@ impl<D: BlockDevice> Tm<D> {
             }
         }
         self.apply_overlay()?;
-        assert!(
-            self.overlay.is_empty(),
-            "metadata overlay not settled before commit"
-        );
+        // Counts must be settled before the superblock may point at them: refuse the
+        // commit (the pool then fails and keeps its last committed state) rather than write
+        // space maps that disagree with the trees.
+        if !self.overlay.is_empty() || self.pending_alloc != 0 {
+            return Err(PdError::SpaceMap {
+                block: 0,
+                reason: "metadata reference counts not settled at commit",
+            });
+        }
         if let IndexStore::Block { loc, entries } = &self.msm.index {
             sm::build_index_block(entries, &mut self.scratch);
             self.cache.write(*loc, BlockKind::Index, &self.scratch)?;
@@ -768,7 +773,8 @@ impl<D: BlockDevice> Tm<D> {
 
     /// Starts a new transaction after the superblock has been written.
     pub fn post_commit(&mut self) {
-        assert!(
+        // Checked by `pre_commit`, which refuses to commit otherwise.
+        debug_assert!(
             self.overlay.is_empty() && self.pending_alloc == 0,
             "metadata counts not settled at commit"
         );
