@@ -6,6 +6,7 @@
 //! * [`guest_image`]: builds and caches the Linux guest (kernel + initramfs) under build/guest/;
 //!   also used by `cargo xtask guest-image`.
 //! * [`qemu`]: the [`qemu::Guest`] builder that boots it and runs a script.
+//! * [`spdk_rpc`]: runs SPDK's `spdk-rpc` client (and our plugin) against a daemon.
 
 pub mod cpio;
 pub mod debian;
@@ -15,6 +16,7 @@ pub mod guest_image;
 pub mod kernel_fixtures;
 pub mod ours;
 pub mod qemu;
+pub mod spdk_rpc;
 pub mod xmlgen;
 
 use std::path::{Path, PathBuf};

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use e2e_tests::{ours, ScratchDir};
+use e2e_tests::{ours, spdk_rpc, ScratchDir};
 use nvmf_target::initiator::{Conn, Controller, HostConfig, DEFAULT_HOSTNQN};
 use nvmf_target::wire::io::{FlushCommand, IoOpcode, RwCommand};
 use nvmf_target::wire::pdu::Digests;
@@ -24,28 +24,12 @@ use serde_json::{json, Value};
 const NQN: &str = "nqn.2016-06.io.spdk:cnode1";
 const DEFAULT_NQN: &str = "nqn.2026-11.io.thin:default";
 
-fn rpc_raw(sock: &Path, args: &[&str]) -> (i32, String) {
-    let out = Command::new("spdk-rpc")
-        .arg("-s")
-        .arg(sock)
-        .args(args)
-        .output()
-        .expect("run spdk-rpc (scripts/setup.sh installs it: python3 -m pip install spdk)");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
-
 fn rpc(sock: &Path, args: &[&str]) -> String {
-    let (rc, out) = rpc_raw(sock, args);
-    assert_eq!(rc, 0, "spdk-rpc {args:?} failed:\n{out}");
-    out.trim().to_owned()
+    spdk_rpc::ok(sock, None, args)
 }
 
 fn rpc_json(sock: &Path, args: &[&str]) -> Value {
-    let out = rpc(sock, args);
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("spdk-rpc {args:?}: {e}\n{out}"))
+    spdk_rpc::json(sock, None, args)
 }
 
 /// A method of ours `spdk-rpc` has no sub-command for, over the raw socket.

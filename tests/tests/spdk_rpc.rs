@@ -12,10 +12,9 @@ use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use e2e_tests::{ours, ScratchDir};
+use e2e_tests::{ours, spdk_rpc, ScratchDir};
 use serde_json::{json, Value};
 
 const NQN: &str = "nqn.2016-06.io.spdk:cnode1";
@@ -41,45 +40,16 @@ fn start_at(dir: &Path, sock_name: &str) -> Daemon {
     Daemon { inner, sock, port }
 }
 
-/// Runs `spdk-rpc -s SOCK args…`; returns (exit status, stdout).
-fn rpc_raw(d: &Daemon, args: &[&str]) -> (i32, String) {
-    let out = Command::new("spdk-rpc")
-        .arg("-s")
-        .arg(&d.sock)
-        .args(args)
-        .output()
-        .expect("run spdk-rpc (scripts/setup.sh installs it: python3 -m pip install spdk)");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
-
-/// A successful call; its stdout.
 fn rpc(d: &Daemon, args: &[&str]) -> String {
-    let (rc, out) = rpc_raw(d, args);
-    assert_eq!(rc, 0, "spdk-rpc {args:?} failed:\n{out}");
-    out.trim().to_owned()
+    spdk_rpc::ok(&d.sock, None, args)
 }
 
 fn rpc_json(d: &Daemon, args: &[&str]) -> Value {
-    let out = rpc(d, args);
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("spdk-rpc {args:?}: {e}\n{out}"))
+    spdk_rpc::json(&d.sock, None, args)
 }
 
-/// A failing call: exit status 1 and SPDK's error object (printed after `response:`).
 fn rpc_err(d: &Daemon, args: &[&str]) -> (i64, String) {
-    let (rc, out) = rpc_raw(d, args);
-    assert_eq!(rc, 1, "spdk-rpc {args:?} should fail:\n{out}");
-    let tail = out
-        .split("response:")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no error response in:\n{out}"));
-    let v: Value = serde_json::from_str(tail.trim()).expect("error object");
-    (
-        v["code"].as_i64().expect("code"),
-        v["message"].as_str().expect("message").to_owned(),
-    )
+    spdk_rpc::err(&d.sock, None, args)
 }
 
 fn lvol<'a>(lvols: &'a Value, name: &str) -> &'a Value {

@@ -8,11 +8,10 @@
 //! namespaces and listener, and a third guest reads both volumes' data back.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use e2e_tests::qemu::Guest;
-use e2e_tests::{ours, ScratchDir};
+use e2e_tests::{ours, spdk_rpc, ScratchDir};
 use serde_json::Value;
 
 const NQN: &str = "nqn.2016-06.io.spdk:cnode1";
@@ -38,30 +37,12 @@ fn start_at(dir: &Path, sock_name: &str) -> Daemon {
     Daemon { inner, sock, port }
 }
 
-/// Runs `spdk-rpc -s SOCK args…`; returns (exit status, stdout).
-fn rpc_raw(d: &Daemon, args: &[&str]) -> (i32, String) {
-    let out = Command::new("spdk-rpc")
-        .arg("-s")
-        .arg(&d.sock)
-        .args(args)
-        .output()
-        .expect("run spdk-rpc (scripts/setup.sh installs it: python3 -m pip install spdk)");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
-
-/// A successful call; its stdout.
 fn rpc(d: &Daemon, args: &[&str]) -> String {
-    let (rc, out) = rpc_raw(d, args);
-    assert_eq!(rc, 0, "spdk-rpc {args:?} failed:\n{out}");
-    out.trim().to_owned()
+    spdk_rpc::ok(&d.sock, None, args)
 }
 
 fn rpc_json(d: &Daemon, args: &[&str]) -> Value {
-    let out = rpc(d, args);
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("spdk-rpc {args:?}: {e}\n{out}"))
+    spdk_rpc::json(&d.sock, None, args)
 }
 
 fn connect(port: u16) -> String {

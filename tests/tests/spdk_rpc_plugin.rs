@@ -9,10 +9,9 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use e2e_tests::{debian, dm_tools, guest_image, ours, ScratchDir};
+use e2e_tests::{debian, dm_tools, ours, spdk_rpc, ScratchDir};
 use nvmf_target::initiator::{Conn, Controller, HostConfig};
 use nvmf_target::wire::io::{IoOpcode, RwCommand};
 use nvmf_target::wire::pdu::Digests;
@@ -43,53 +42,16 @@ fn start(dir: &Path, sock: &str) -> Daemon {
     Daemon { inner, sock }
 }
 
-/// Runs `spdk-rpc -s SOCK --plugin spdk_rpc_thin args…` with the plugin on PYTHONPATH.
-fn rpc_raw(d: &Daemon, args: &[&str]) -> (i32, String) {
-    let scripts = guest_image::workspace_root().join("scripts");
-    assert!(
-        scripts.join(format!("{PLUGIN}.py")).is_file(),
-        "plugin module missing"
-    );
-    let out = Command::new("spdk-rpc")
-        .env("PYTHONPATH", &scripts)
-        .arg("-s")
-        .arg(&d.sock)
-        .args(["--plugin", PLUGIN])
-        .args(args)
-        .output()
-        .expect("run spdk-rpc (scripts/setup.sh installs it: python3 -m pip install spdk)");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        !stdout.contains("Module spdk_rpc_thin"),
-        "the plugin did not load: {stdout}"
-    );
-    (out.status.code().unwrap_or(-1), stdout)
-}
-
 fn rpc(d: &Daemon, args: &[&str]) -> String {
-    let (rc, out) = rpc_raw(d, args);
-    assert_eq!(rc, 0, "spdk-rpc {args:?} failed:\n{out}");
-    out.trim().to_owned()
+    spdk_rpc::ok(&d.sock, Some(PLUGIN), args)
 }
 
 fn rpc_json(d: &Daemon, args: &[&str]) -> Value {
-    let out = rpc(d, args);
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("spdk-rpc {args:?}: {e}\n{out}"))
+    spdk_rpc::json(&d.sock, Some(PLUGIN), args)
 }
 
-/// A failing call: exit status 1 and the error object's (code, message).
 fn rpc_err(d: &Daemon, args: &[&str]) -> (i64, String) {
-    let (rc, out) = rpc_raw(d, args);
-    assert_eq!(rc, 1, "spdk-rpc {args:?} should fail:\n{out}");
-    let tail = out
-        .split("response:")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no error response in:\n{out}"));
-    let v: Value = serde_json::from_str(tail.trim()).expect("error object");
-    (
-        v["code"].as_i64().expect("code"),
-        v["message"].as_str().expect("message").to_owned(),
-    )
+    spdk_rpc::err(&d.sock, Some(PLUGIN), args)
 }
 
 fn status(d: &Daemon) -> Value {
