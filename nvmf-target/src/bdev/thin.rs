@@ -151,6 +151,7 @@ struct Inner {
     data: Option<Box<dyn Bdev>>,
     data_region: Region,
     block_bytes: u64,
+    /// Metadata changed since the last commit (the periodic commit's trigger).
     dirty: bool,
     last_commit_ms: u64,
     commit_interval_ms: u64,
@@ -339,7 +340,13 @@ impl Inner {
             return Err(e);
         }
         self.pool.complete_write(id, vb, plan).map_err(pool_err)?;
-        self.dirty = true;
+        // Only a new mapping needs a commit. A write into a block the device owns changes no
+        // metadata: like any disk's cache, it becomes durable at the host's next Flush or
+        // FUA (which commits), not on the periodic timer, whose fsync of the whole data
+        // device would only stall the reactor.
+        if !matches!(plan, WritePlan::InPlace { .. }) {
+            self.dirty = true;
+        }
         Ok(())
     }
 }
@@ -1018,6 +1025,83 @@ mod tests {
         assert!(st(&pool).out_of_data_space);
         pool.set_low_water_mark(0).unwrap();
         assert!(!st(&pool).low_water_crossed, "off");
+    }
+
+    /// Counts flushes of the data device.
+    struct Flushes(
+        crate::bdev::malloc::Malloc,
+        Arc<std::sync::atomic::AtomicUsize>,
+    );
+
+    impl Bdev for Flushes {
+        fn name(&self) -> &str {
+            self.0.name()
+        }
+        fn block_size(&self) -> u32 {
+            self.0.block_size()
+        }
+        fn num_blocks(&self) -> u64 {
+            self.0.num_blocks()
+        }
+        fn uuid(&self) -> [u8; 16] {
+            self.0.uuid()
+        }
+        fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), BdevError> {
+            self.0.read(lba, buf)
+        }
+        fn write(&mut self, lba: u64, data: &[u8], fua: bool) -> Result<(), BdevError> {
+            self.0.write(lba, data, fua)
+        }
+        fn flush(&mut self) -> Result<(), BdevError> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.0.flush()
+        }
+        fn write_zeroes(&mut self, lba: u64, count: u64) -> Result<(), BdevError> {
+            self.0.write_zeroes(lba, count)
+        }
+        fn deallocate(&mut self, lba: u64, count: u64) -> Result<(), BdevError> {
+            self.0.deallocate(lba, count)
+        }
+    }
+
+    #[test]
+    fn only_new_mappings_trigger_the_periodic_commit() {
+        use crate::bdev::malloc::Malloc;
+        use std::sync::atomic::Ordering::Relaxed;
+        let n = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let pool = ThinPool::create_on(
+            PoolDevices {
+                meta: Box::new(Malloc::new("m", 1024, 4096, [0; 16]).unwrap()),
+                meta_region: Region::WHOLE,
+                data: Some(Box::new(Flushes(
+                    Malloc::new("d", 64 * 16, 4096, [1; 16]).unwrap(),
+                    n.clone(),
+                ))),
+                data_region: Region::WHOLE,
+            },
+            128,
+            64,
+        )
+        .unwrap();
+        pool.with_pool(|p| p.create_thin(0)).unwrap();
+        let mut v = pool.volume("v", 0, 1 << 20, 4096, [0; 16]).unwrap();
+        let before = n.load(Relaxed);
+        v.write(0, &pattern(1, 4096), false).unwrap(); // provisions
+        v.poll(2000);
+        assert_eq!(n.load(Relaxed), before + 1, "a new mapping is committed");
+        v.write(1, &pattern(2, 4096), false).unwrap(); // same data block: in place
+        v.poll(4000);
+        assert_eq!(
+            n.load(Relaxed),
+            before + 1,
+            "no commit for an in-place write"
+        );
+        v.flush().unwrap();
+        assert_eq!(
+            n.load(Relaxed),
+            before + 2,
+            "the host's flush still reaches the data"
+        );
     }
 
     #[test]
