@@ -80,10 +80,13 @@ impl OutBuf {
     fn grow(&mut self, n: usize, zero: bool) -> usize {
         let start = self.len;
         let end = start + n;
-        if self.buf.len() < end {
+        let old = self.buf.len();
+        if zero && start < old {
+            // The reused part; memory beyond `old` is zeroed by the resize.
+            self.buf[start..old.min(end)].fill(0);
+        }
+        if old < end {
             self.buf.resize(end, 0);
-        } else if zero {
-            self.buf[start..end].fill(0);
         }
         self.len = end;
         start
@@ -662,6 +665,13 @@ mod out_buf_tests {
         // Growing past the old size zeroes the new memory.
         let d = o.grow(16, false);
         assert_eq!(&o.room_mut(d)[4..], &[0; 12]);
+        // Zeroed room that straddles the old end is zero throughout.
+        o.room_mut(d).fill(9);
+        o.truncate(d);
+        let e = o.grow(40, true);
+        assert_eq!(o.room_mut(e), &[0; 40]);
+        o.truncate(d);
+        o.grow(16, false);
         o.consume(3);
         assert_eq!(o.pending(), 17);
         o.truncate(0); // never below what was sent
