@@ -384,10 +384,20 @@ pub struct PoolDevices {
 impl PoolDevices {
     /// Two whole files: metadata and data (a pool Linux dm-thin can activate as is).
     pub fn files(meta: &Path, data: &Path) -> Result<Self, BdevError> {
+        Self::files_with(meta, data, false)
+    }
+
+    /// [`PoolDevices::files`], with both files opened `O_DIRECT` when `direct`.
+    pub fn files_with(meta: &Path, data: &Path, direct: bool) -> Result<Self, BdevError> {
+        let open = if direct {
+            FileBdev::open_direct
+        } else {
+            FileBdev::open
+        };
         Ok(Self {
-            meta: Box::new(FileBdev::open("thin-meta", meta, 4096, [0; 16])?),
+            meta: Box::new(open("thin-meta", meta, 4096, [0; 16])?),
             meta_region: Region::WHOLE,
-            data: Some(Box::new(FileBdev::open("thin-data", data, 512, [0; 16])?)),
+            data: Some(Box::new(open("thin-data", data, 512, [0; 16])?)),
             data_region: Region::WHOLE,
         })
     }
@@ -1102,6 +1112,26 @@ mod tests {
             before + 2,
             "the host's flush still reaches the data"
         );
+    }
+
+    #[test]
+    fn a_pool_on_direct_io_files_reopens_buffered_with_its_data() {
+        let (_t, m, d) = files("direct", 8);
+        let pool =
+            ThinPool::create_on(PoolDevices::files_with(&m, &d, true).unwrap(), 128, 64).unwrap();
+        pool.with_pool(|p| p.create_thin(0)).unwrap();
+        let mut v = pool.volume("v", 0, 1 << 20, 4096, [0; 16]).unwrap();
+        v.write(3, &pattern(8, 3 * 4096), false).unwrap();
+        v.flush().unwrap();
+        drop((v, pool));
+        let pool = ThinPool::open(&m, &d, 64).unwrap();
+        let mut v = pool.volume("v", 0, 1 << 20, 4096, [0; 16]).unwrap();
+        let mut r = vec![0u8; 3 * 4096];
+        v.read(3, &mut r).unwrap();
+        assert_eq!(r, pattern(8, 3 * 4096));
+        drop((v, pool));
+        let mut dev = FileDevice::open_read_only(&m).unwrap();
+        assert!(check(&mut dev, &CheckOptions::default()).is_clean());
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use clap::Parser;
-use nvmf_target::bdev::thin::{ThinPool, DEFAULT_CACHE_BLOCKS};
+use nvmf_target::bdev::thin::{PoolDevices, ThinPool, DEFAULT_CACHE_BLOCKS};
 use nvmf_target::rpc::config::{self, Persist, ReplayOptions, Report};
 use nvmf_target::rpc::{Rpc, RpcServer, DEFAULT_SOCKET};
 use nvmf_target::{PollMode, SubsystemConfig, Target, TargetConfig};
@@ -71,6 +71,10 @@ struct Args {
     /// no_space_timeout); 0 fails them at once (error_if_no_space).
     #[arg(long, default_value_t = 60)]
     no_space_timeout: u64,
+    /// Open the default pool's files with O_DIRECT (no page cache; the filesystem must
+    /// support it).
+    #[arg(long)]
+    direct_io: bool,
     /// Load a JSON configuration at start-up (SPDK's `-c/--json`: the document
     /// `spdk-rpc save_config` writes) instead of `<data-dir>/config.json`. Only what it
     /// describes is served (add `--default-pool` for the embedded default too).
@@ -115,15 +119,16 @@ fn sized_file(path: &Path, bytes: u64) -> std::io::Result<()> {
 }
 
 /// Opens the default pool, creating it (and the volume) on first start.
-fn default_pool(dir: &Path) -> Result<ThinPool, String> {
+fn default_pool(dir: &Path, direct: bool) -> Result<ThinPool, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let (meta, data) = (dir.join("pool.meta"), dir.join("pool.data"));
     let fresh = !meta.exists();
     sized_file(&meta, META_BYTES).map_err(|e| format!("{}: {e}", meta.display()))?;
     sized_file(&data, DATA_BYTES).map_err(|e| format!("{}: {e}", data.display()))?;
     if fresh {
+        let devs = PoolDevices::files_with(&meta, &data, direct).map_err(|e| e.to_string())?;
         let pool =
-            ThinPool::create(&meta, &data, 128, DEFAULT_CACHE_BLOCKS).map_err(|e| e.to_string())?;
+            ThinPool::create_on(devs, 128, DEFAULT_CACHE_BLOCKS).map_err(|e| e.to_string())?;
         pool.with_pool(|p| p.create_thin(VOLUME_ID))
             .map_err(|e| e.to_string())?;
         log::info!(
@@ -132,7 +137,8 @@ fn default_pool(dir: &Path) -> Result<ThinPool, String> {
         );
         Ok(pool)
     } else {
-        ThinPool::open(&meta, &data, DEFAULT_CACHE_BLOCKS)
+        PoolDevices::files_with(&meta, &data, direct)
+            .and_then(|devs| ThinPool::open_on(devs, DEFAULT_CACHE_BLOCKS))
             .map_err(|e| format!("opening the pool in {}: {e}", dir.display()))
     }
 }
@@ -237,7 +243,7 @@ fn serve(a: Args) -> Result<(), String> {
     let pool = if !serve_default {
         None
     } else {
-        let pool = default_pool(&a.data_dir)?;
+        let pool = default_pool(&a.data_dir, a.direct_io)?;
         pool.set_no_space_timeout_ms(a.no_space_timeout.saturating_mul(1000))
             .map_err(|e| e.to_string())?;
         let uuid = {
