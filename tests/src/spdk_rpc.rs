@@ -61,3 +61,28 @@ pub fn err(sock: &Path, plugin: Option<&str>, args: &[&str]) -> (i64, String) {
         v["message"].as_str().expect("message").to_owned(),
     )
 }
+
+/// Our daemon started empty (`--no-default-pool`, as `spdk_tgt` starts), its JSON-RPC
+/// socket at `dir/sock_name`, plus `extra` arguments.
+pub struct Daemon {
+    /// The process (stopped on drop).
+    pub inner: crate::ours::Daemon,
+    pub sock: std::path::PathBuf,
+    /// The NVMe/TCP port it listens on.
+    pub port: u16,
+}
+
+impl Daemon {
+    pub fn start(dir: &Path, sock_name: &str, extra: &[&std::ffi::OsStr]) -> Self {
+        let sock = dir.join(sock_name);
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "--no-default-pool".as_ref(),
+            "-r".as_ref(),
+            sock.as_os_str(),
+        ];
+        args.extend_from_slice(extra);
+        let inner = crate::ours::Daemon::start(&args);
+        let port = inner.port;
+        Daemon { inner, sock, port }
+    }
+}

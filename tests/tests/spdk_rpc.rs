@@ -11,33 +11,21 @@
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use e2e_tests::{ours, spdk_rpc, ScratchDir};
+use e2e_tests::spdk_rpc::{self, Daemon};
+use e2e_tests::ScratchDir;
 use serde_json::{json, Value};
 
 const NQN: &str = "nqn.2016-06.io.spdk:cnode1";
-
-struct Daemon {
-    inner: ours::Daemon,
-    sock: PathBuf,
-    port: u16,
-}
 
 fn start(dir: &Path) -> Daemon {
     start_at(dir, "spdk.sock")
 }
 
 fn start_at(dir: &Path, sock_name: &str) -> Daemon {
-    let sock = dir.join(sock_name);
-    let inner = ours::Daemon::start(&[
-        "--no-default-pool".as_ref(),
-        "-r".as_ref(),
-        sock.as_os_str(),
-    ]);
-    let port = inner.port;
-    Daemon { inner, sock, port }
+    Daemon::start(dir, sock_name, &[])
 }
 
 fn rpc(d: &Daemon, args: &[&str]) -> String {

@@ -7,34 +7,20 @@
 //! persisted config and the lvstore label bring back the bdev, lvstore, lvols, subsystem,
 //! namespaces and listener, and a third guest reads both volumes' data back.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use e2e_tests::qemu::Guest;
-use e2e_tests::{ours, spdk_rpc, ScratchDir};
+use e2e_tests::spdk_rpc::{self, Daemon};
+use e2e_tests::ScratchDir;
 use serde_json::Value;
 
 const NQN: &str = "nqn.2016-06.io.spdk:cnode1";
 
-struct Daemon {
-    /// Kept for its Drop (kills the daemon).
-    inner: ours::Daemon,
-    sock: PathBuf,
-    port: u16,
-}
-
+/// The daemon keeps its configuration in `dir/data`, so a restart finds it.
 fn start_at(dir: &Path, sock_name: &str) -> Daemon {
-    let sock = dir.join(sock_name);
     let data = dir.join("data");
-    let inner = ours::Daemon::start(&[
-        "--no-default-pool".as_ref(),
-        "--data-dir".as_ref(),
-        data.as_os_str(),
-        "-r".as_ref(),
-        sock.as_os_str(),
-    ]);
-    let port = inner.port;
-    Daemon { inner, sock, port }
+    Daemon::start(dir, sock_name, &["--data-dir".as_ref(), data.as_os_str()])
 }
 
 fn rpc(d: &Daemon, args: &[&str]) -> String {

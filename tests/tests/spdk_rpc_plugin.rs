@@ -8,10 +8,11 @@
 //! a second daemon refuses to format over it and `load_config` brings the pool back.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use e2e_tests::{debian, dm_tools, ours, spdk_rpc, ScratchDir};
+use e2e_tests::spdk_rpc::{self, Daemon};
+use e2e_tests::{debian, dm_tools, ScratchDir};
 use nvmf_target::initiator::{Conn, Controller, HostConfig};
 use nvmf_target::wire::io::{IoOpcode, RwCommand};
 use nvmf_target::wire::pdu::Digests;
@@ -27,19 +28,8 @@ const LBAS_PER_BLOCK: u64 = DBS_SECTORS * 512 / 4096;
 const DATA_BLOCKS: u64 = 64;
 const META_BYTES: u64 = 8 << 20;
 
-struct Daemon {
-    inner: ours::Daemon,
-    sock: PathBuf,
-}
-
 fn start(dir: &Path, sock: &str) -> Daemon {
-    let sock = dir.join(sock);
-    let inner = ours::Daemon::start(&[
-        "--no-default-pool".as_ref(),
-        "-r".as_ref(),
-        sock.as_os_str(),
-    ]);
-    Daemon { inner, sock }
+    Daemon::start(dir, sock, &[])
 }
 
 fn rpc(d: &Daemon, args: &[&str]) -> String {
