@@ -23,7 +23,7 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -31,18 +31,19 @@ use log::{info, warn};
 
 use crate::bdev::Bdev;
 use crate::ctrlr::{CtrlrConfig, CtrlrError, SubsystemConfig, TargetState};
+use crate::transport::mesh::Link;
 use crate::transport::reactor::{Msg, PollMode, Reactor};
 use crate::transport::tcp::ConnLimits;
 
 /// Target-wide settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetConfig {
-    /// Cores to run reactors on (bit n = core n), SPDK's `-m`. Only one reactor runs today
-    /// (on the calling/spawned thread), on the lowest core of the mask; extra bits are
-    /// accepted and logged.
+    /// Cores to run reactors on (bit n = core n), SPDK's `-m`: one reactor per bit. The
+    /// reactor of the lowest core owns the controllers and bdevs; connections are spread
+    /// over all reactors in turn.
     pub cpumask: u64,
-    /// Pin the spawned reactor thread to its core (the daemon does; tests that run many
-    /// targets side by side do not).
+    /// Pin each reactor thread to its core (the daemon does; tests that run many targets
+    /// side by side do not).
     pub pin_reactors: bool,
     /// Busy polling or adaptive (default).
     pub poll_mode: PollMode,
@@ -145,35 +146,103 @@ impl Target {
         if self.config.cpumask == 0 {
             return Err(TargetError::Config("empty cpumask".into()));
         }
-        if self.config.cpumask.count_ones() > 1 {
-            warn!(
-                "cpumask {:#x}: one reactor serves everything in this version",
-                self.config.cpumask
-            );
-        }
         Ok(())
     }
 
-    fn reactor(&mut self) -> Result<Reactor, TargetError> {
+    /// The cores of the mask, lowest first: one reactor each.
+    fn cores(&self) -> Vec<usize> {
+        (0..64)
+            .filter(|c| self.config.cpumask & (1u64 << c) != 0)
+            .collect()
+    }
+
+    /// Builds one reactor per core, linked to each other; the first gets the listeners.
+    fn reactors(&mut self) -> Result<Vec<ReactorSlot>, TargetError> {
         self.check()?;
         let limits = ConnLimits {
             maxh2cdata: self.config.maxh2cdata,
             max_icd: self.config.ctrlr.in_capsule_data_size,
         };
-        let mut r = Reactor::new(self.config.poll_mode, limits).map_err(io_err("epoll"))?;
-        for l in self.listeners.drain(..) {
-            r.add_listener(l).map_err(io_err("listener"))?;
+        let mut slots = Vec::new();
+        let mut links = Vec::new();
+        for (idx, core) in self.cores().into_iter().enumerate() {
+            let r = Reactor::new(idx, self.config.poll_mode, limits).map_err(io_err("epoll"))?;
+            let (tx, rx) = mpsc::channel();
+            links.push(r.link(tx).map_err(io_err("waker"))?);
+            slots.push(ReactorSlot {
+                reactor: r,
+                rx,
+                core,
+            });
         }
-        Ok(r)
+        for s in &mut slots {
+            s.reactor.set_links(links.clone());
+        }
+        if let Some(owner) = slots.first_mut() {
+            for l in self.listeners.drain(..) {
+                owner.reactor.add_listener(l).map_err(io_err("listener"))?;
+            }
+        }
+        if slots.len() > 1 {
+            info!(
+                "{} reactors on cores {:?}; the one on core {} owns the controllers and bdevs",
+                slots.len(),
+                slots.iter().map(|s| s.core).collect::<Vec<_>>(),
+                slots.first().map_or(0, |s| s.core)
+            );
+        }
+        Ok(slots)
     }
 
-    /// Serves on the calling thread until `stop` becomes true (checked at least every
-    /// 50 ms), then closes every connection, flushes every namespace (final commit) and
-    /// returns the state with its bdevs.
+    /// Starts the reactors after the first on threads of their own.
+    fn spawn_others(
+        slots: Vec<ReactorSlot>,
+        stop: &Arc<AtomicBool>,
+        pin: bool,
+    ) -> Result<Vec<JoinHandle<std::io::Result<()>>>, TargetError> {
+        let mut threads = Vec::new();
+        for mut slot in slots {
+            let stop = Arc::clone(stop);
+            let t = std::thread::Builder::new()
+                .name(format!("reactor_{}", slot.core))
+                .spawn(move || {
+                    if pin {
+                        pin_to_core(slot.core);
+                    }
+                    let r = slot.reactor.run(None, &stop, &slot.rx);
+                    if let Err(e) = &r {
+                        warn!("reactor on core {}: {e}", slot.core);
+                    }
+                    r
+                })
+                .map_err(io_err("spawning a reactor"))?;
+            threads.push(t);
+        }
+        Ok(threads)
+    }
+
+    /// Serves on the calling thread (the owner reactor; the others on threads of their
+    /// own) until `stop` becomes true (checked at least every 50 ms), then closes every
+    /// connection, flushes every namespace (final commit) and returns the state with its
+    /// bdevs.
     pub fn run_until(mut self, stop: &AtomicBool) -> Result<TargetState, TargetError> {
-        let mut reactor = self.reactor()?;
-        let (_tx, rx) = mpsc::channel();
-        Self::serve(&mut reactor, &mut self.state, stop, &rx)?;
+        let mut slots = self.reactors()?;
+        let links: Vec<Link> = slots
+            .first()
+            .map(|s| s.reactor.links_clone())
+            .unwrap_or_default();
+        let mut owner = slots.remove(0);
+        let others_stop = Arc::new(AtomicBool::new(false));
+        let threads = Self::spawn_others(slots, &others_stop, self.config.pin_reactors)?;
+        let r = Self::serve(&mut owner.reactor, &mut self.state, stop, &owner.rx);
+        others_stop.store(true, Ordering::Relaxed);
+        for l in links.iter().skip(1) {
+            l.wake();
+        }
+        for t in threads {
+            let _ = t.join();
+        }
+        r?;
         Ok(self.state)
     }
 
@@ -184,7 +253,9 @@ impl Target {
         rx: &Receiver<Msg>,
     ) -> Result<(), TargetError> {
         info!("target running");
-        let r = reactor.run(state, stop, rx).map_err(io_err("reactor"));
+        let r = reactor
+            .run(Some(state), stop, rx)
+            .map_err(io_err("reactor"));
         if let Err(e) = state.flush_all() {
             warn!("final flush: {e}");
         }
@@ -192,34 +263,53 @@ impl Target {
         r
     }
 
-    /// Serves on a new thread; the handle manages and stops it.
+    /// Serves on new threads (one per reactor); the handle manages and stops them.
     pub fn spawn(mut self) -> Result<TargetHandle, TargetError> {
-        let mut reactor = self.reactor()?;
-        let waker = Arc::new(reactor.waker().map_err(io_err("waker"))?);
-        let (tx, rx) = mpsc::channel();
+        let mut slots = self.reactors()?;
+        let links = slots
+            .first()
+            .map(|s| s.reactor.links_clone())
+            .ok_or_else(|| TargetError::Config("empty cpumask".into()))?;
+        let mut owner = slots.remove(0);
         let stop = Arc::new(AtomicBool::new(false));
+        let pin = self.config.pin_reactors;
+        // The other reactors stop when the owner has closed its connections.
+        let others_stop = Arc::new(AtomicBool::new(false));
+        let others = Self::spawn_others(slots, &others_stop, pin)?;
         let stop2 = Arc::clone(&stop);
         let mut state = self.state;
-        // SPDK's reactors run pinned, one per core of the mask; ours is the lowest core.
-        let core = self.config.cpumask.trailing_zeros() as usize;
-        let pin = self.config.pin_reactors;
+        let others_links = links.clone();
         let thread = std::thread::Builder::new()
-            .name(format!("reactor_{core}"))
+            .name(format!("reactor_{}", owner.core))
             .spawn(move || {
                 if pin {
-                    pin_to_core(core);
+                    pin_to_core(owner.core);
                 }
-                Self::serve(&mut reactor, &mut state, &stop2, &rx)?;
+                let r = Self::serve(&mut owner.reactor, &mut state, &stop2, &owner.rx);
+                others_stop.store(true, Ordering::Relaxed);
+                for l in others_links.iter().skip(1) {
+                    l.wake();
+                }
+                for t in others {
+                    let _ = t.join();
+                }
+                r?;
                 Ok(state)
             })
             .map_err(io_err("spawning the reactor"))?;
         Ok(TargetHandle {
-            tx,
-            waker,
+            links,
             stop,
             thread: Some(thread),
         })
     }
+}
+
+/// A reactor before it runs, with its queue and core.
+struct ReactorSlot {
+    reactor: Reactor,
+    rx: Receiver<Msg>,
+    core: usize,
 }
 
 /// Pins the calling thread to `core`; a core the process may not use (a container's
@@ -239,16 +329,24 @@ fn pin_to_core(core: usize) {
 
 /// A running target (from [`Target::spawn`]).
 pub struct TargetHandle {
-    tx: Sender<Msg>,
-    waker: Arc<mio::Waker>,
+    /// Every reactor; the first owns the controller state.
+    links: Vec<Link>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<Result<TargetState, TargetError>>>,
 }
 
 impl TargetHandle {
     fn send(&self, m: Msg) -> Result<(), TargetError> {
-        self.tx.send(m).map_err(|_| TargetError::Stopped)?;
-        self.waker.wake().map_err(io_err("waking the reactor"))
+        let owner = self.links.first().ok_or(TargetError::Stopped)?;
+        owner.tx.send(m).map_err(|_| TargetError::Stopped)?;
+        owner.wake();
+        Ok(())
+    }
+
+    fn wake_owner(&self) {
+        if let Some(l) = self.links.first() {
+            l.wake();
+        }
     }
 
     /// Runs `f` on the reactor, between polls, and returns its result: namespace and host
@@ -276,7 +374,7 @@ impl TargetHandle {
     /// Stops the reactor (connections closed, namespaces flushed) and returns the state.
     pub fn stop(mut self) -> Result<TargetState, TargetError> {
         self.stop.store(true, Ordering::Relaxed);
-        let _ = self.waker.wake();
+        self.wake_owner();
         match self.thread.take().map(JoinHandle::join) {
             Some(Ok(r)) => r,
             _ => Err(TargetError::Stopped),
@@ -287,7 +385,7 @@ impl TargetHandle {
 impl Drop for TargetHandle {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        let _ = self.waker.wake();
+        self.wake_owner();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

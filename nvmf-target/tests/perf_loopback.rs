@@ -13,8 +13,8 @@ use nvmf_target::{SubsystemConfig, Target, TargetConfig, TargetHandle};
 
 const NQN: &str = "nqn.2016-06.io.spdk:perf";
 
-fn start() -> (TargetHandle, HostConfig) {
-    let mut t = Target::new(TargetConfig::default());
+fn start(mask: u64) -> (TargetHandle, HostConfig) {
+    let mut t = Target::new(config(mask));
     t.add_subsystem(SubsystemConfig::new(NQN)).unwrap();
     t.add_namespace(
         NQN,
@@ -32,9 +32,8 @@ fn start() -> (TargetHandle, HostConfig) {
     (t.spawn().unwrap(), host)
 }
 
-#[test]
-fn perf_verified_randrw_in_capsule_and_r2t() {
-    let (target, host) = start();
+fn perf_verified_randrw_in_capsule_and_r2t(mask: u64) {
+    let (target, host) = start(mask);
     for (io_size, digests, conns) in [(4096, Digests::NONE, 2), (65536, Digests::BOTH, 1)] {
         let mut cfg = PerfConfig::new(HostConfig {
             digests,
@@ -62,9 +61,8 @@ fn perf_verified_randrw_in_capsule_and_r2t() {
     target.stop().unwrap();
 }
 
-#[test]
-fn perf_sequential_read_and_busy_poll() {
-    let (_target, host) = start();
+fn perf_sequential_read_and_busy_poll(mask: u64) {
+    let (_target, host) = start(mask);
     let mut cfg = PerfConfig::new(host);
     cfg.workload = Workload::Read;
     cfg.io_size = 131072;
@@ -76,9 +74,8 @@ fn perf_sequential_read_and_busy_poll() {
     assert_eq!(r.bytes, r.reads * 131072);
 }
 
-#[test]
-fn perf_reports_errors_not_panics() {
-    let (_target, host) = start();
+fn perf_reports_errors_not_panics(mask: u64) {
+    let (_target, host) = start(mask);
     let mut cfg = PerfConfig::new(host.clone());
     cfg.nsid = 9;
     assert!(perf::run(&cfg).is_err(), "inactive namespace");
@@ -105,3 +102,40 @@ fn echo_baseline_runs() {
     .unwrap();
     assert!(r.reads > 0);
 }
+
+/// One reactor (every connection on the owner) and two (connections spread in turn:
+/// most commands cross to the owner and back through the reactors' queues).
+fn config(mask: u64) -> TargetConfig {
+    TargetConfig {
+        cpumask: mask,
+        ..TargetConfig::default()
+    }
+}
+
+macro_rules! on_reactors {
+    ($mod:ident, $mask:expr, $($name:ident),*) => {
+        mod $mod {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name($mask)
+                }
+            )*
+        }
+    };
+}
+
+on_reactors!(
+    one_reactor,
+    0x1,
+    perf_verified_randrw_in_capsule_and_r2t,
+    perf_sequential_read_and_busy_poll,
+    perf_reports_errors_not_panics
+);
+on_reactors!(
+    two_reactors,
+    0x3,
+    perf_verified_randrw_in_capsule_and_r2t,
+    perf_sequential_read_and_busy_poll,
+    perf_reports_errors_not_panics
+);

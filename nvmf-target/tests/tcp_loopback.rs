@@ -192,8 +192,8 @@ impl Host {
     }
 }
 
-fn start() -> (TargetHandle, SocketAddr) {
-    let mut t = Target::new(TargetConfig::default());
+fn start(mask: u64) -> (TargetHandle, SocketAddr) {
+    let mut t = Target::new(config(mask));
     t.add_subsystem(
         SubsystemConfig::new(NQN)
             .allow_any_host(false)
@@ -224,9 +224,8 @@ fn admin(addr: SocketAddr, digests: Digests) -> (Host, u16) {
     (h, cntlid)
 }
 
-#[test]
-fn connect_identify_write_with_r2t_read_back_digests_on() {
-    let (target, addr) = start();
+fn connect_identify_write_with_r2t_read_back_digests_on(mask: u64) {
+    let (target, addr) = start(mask);
     let (mut a, cntlid) = admin(addr, Digests::BOTH);
 
     let id = IdentifyCommand {
@@ -376,9 +375,8 @@ fn connect_identify_write_with_r2t_read_back_digests_on() {
     target.stop().unwrap();
 }
 
-#[test]
-fn host_not_allowed_and_unknown_subsystem_are_refused() {
-    let (_target, addr) = start();
+fn host_not_allowed_and_unknown_subsystem_are_refused(mask: u64) {
+    let (_target, addr) = start(mask);
     let (mut h, _) = Host::connect(addr, Digests::NONE);
     let c = h.fabric_connect(0, 0xFFFF, NQN, "nqn.2014-08.org.nvmexpress:uuid:intruder");
     assert_eq!(c.status.status, Status::CONNECT_INVALID_HOST);
@@ -390,9 +388,8 @@ fn host_not_allowed_and_unknown_subsystem_are_refused() {
     assert_eq!(c.dw0, (1 << 16) | 256);
 }
 
-#[test]
-fn queue_depth_128_of_outstanding_writes() {
-    let (_target, addr) = start();
+fn queue_depth_128_of_outstanding_writes(mask: u64) {
+    let (_target, addr) = start(mask);
     let (mut a, cntlid) = admin(addr, Digests::NONE);
     let mut sf = Sqe::new(0x09, 5, 0);
     sf.cdw10 = 0x07;
@@ -442,9 +439,8 @@ fn queue_depth_128_of_outstanding_writes() {
 /// Hostile peers: an unknown PDU type, a corrupted header digest, a PDU that is not ICReq
 /// first, and a connection dropped mid-command each end only their own connection (with a
 /// C2HTermReq where the spec asks for one); a well-behaved host keeps working throughout.
-#[test]
-fn hostile_pdus_kill_only_their_own_connection() {
-    let (target, addr) = start();
+fn hostile_pdus_kill_only_their_own_connection(mask: u64) {
+    let (target, addr) = start(mask);
     let (mut good, _) = admin(addr, Digests::NONE);
     let identify = IdentifyCommand {
         nsid: 0,
@@ -515,9 +511,8 @@ fn hostile_pdus_kill_only_their_own_connection() {
 }
 
 /// Many hosts at once: every connection gets its own controller, all stay served.
-#[test]
-fn many_concurrent_connections_are_held_and_served() {
-    let (target, addr) = start();
+fn many_concurrent_connections_are_held_and_served(mask: u64) {
+    let (target, addr) = start(mask);
     const N: usize = 200;
     let mut hosts: Vec<Host> = (0..N).map(|_| admin(addr, Digests::NONE).0).collect();
     let id = IdentifyCommand {
@@ -543,10 +538,9 @@ fn many_concurrent_connections_are_held_and_served() {
 
 /// A thin namespace runs out of data space: writes fail with Capacity Exceeded and DNR (the
 /// host sees ENOSPC), reads keep working, and after the pool grows writes succeed again.
-#[test]
-fn out_of_space_through_the_target_then_growing_recovers() {
+fn out_of_space_through_the_target_then_growing_recovers(mask: u64) {
     use nvmf_target::bdev::thin::ThinPool;
-    let dir = std::env::temp_dir().join(format!("oos-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("oos-{}-{mask:x}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (m, d) = (dir.join("meta"), dir.join("data"));
     std::fs::File::create(&m).unwrap().set_len(4 << 20).unwrap();
@@ -558,7 +552,7 @@ fn out_of_space_through_the_target_then_growing_recovers() {
     pool.set_no_space_timeout_ms(0).unwrap(); // error_if_no_space
     pool.with_pool(|p| p.create_thin(1)).unwrap();
     let vol = pool.volume("thin1", 1, 1 << 30, 512, [7; 16]).unwrap();
-    let mut t = Target::new(TargetConfig::default());
+    let mut t = Target::new(config(mask));
     t.add_subsystem(SubsystemConfig::new(NQN).allow_any_host(true))
         .unwrap();
     t.add_namespace(NQN, 1, Box::new(vol)).unwrap();
@@ -627,11 +621,10 @@ fn out_of_space_through_the_target_then_growing_recovers() {
 /// is held (no completion) while the pool may still grow; growing completes it with
 /// success. With a short wait and no growth, the held write then fails with Capacity
 /// Exceeded and DNR. Reads go on meanwhile.
-#[test]
-fn out_of_space_queue_policy_holds_writes_until_the_pool_grows() {
+fn out_of_space_queue_policy_holds_writes_until_the_pool_grows(mask: u64) {
     use nvmf_target::bdev::thin::ThinPool;
     use std::sync::mpsc;
-    let dir = std::env::temp_dir().join(format!("oos-queue-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("oos-queue-{}-{mask:x}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (m, d) = (dir.join("meta"), dir.join("data"));
     std::fs::File::create(&m).unwrap().set_len(4 << 20).unwrap();
@@ -643,7 +636,7 @@ fn out_of_space_queue_policy_holds_writes_until_the_pool_grows() {
     pool.set_no_space_timeout_ms(60_000).unwrap();
     pool.with_pool(|p| p.create_thin(1)).unwrap();
     let vol = pool.volume("thin1", 1, 1 << 30, 512, [7; 16]).unwrap();
-    let mut t = Target::new(TargetConfig::default());
+    let mut t = Target::new(config(mask));
     t.add_subsystem(SubsystemConfig::new(NQN).allow_any_host(true))
         .unwrap();
     t.add_namespace(NQN, 1, Box::new(vol)).unwrap();
@@ -741,9 +734,8 @@ fn out_of_space_queue_policy_holds_writes_until_the_pool_grows() {
 /// A H2CData PDU with a bad data digest: as SPDK does, the write takes in the rest of its
 /// data and completes with Transient Transport Error (no DNR: the host retries); the
 /// connection lives on, the data was not written, and the retried write succeeds.
-#[test]
-fn h2c_data_digest_error_fails_the_write_not_the_connection() {
-    let (target, addr) = start();
+fn h2c_data_digest_error_fails_the_write_not_the_connection(mask: u64) {
+    let (target, addr) = start(mask);
     let (mut a, cntlid) = admin(addr, Digests::BOTH);
     let mut sf = Sqe::new(0x09, 5, 0);
     sf.cdw10 = 0x07;
@@ -814,3 +806,50 @@ fn h2c_data_digest_error_fails_the_write_not_the_connection() {
     drop((q, a));
     target.stop().unwrap();
 }
+
+/// One reactor (every connection on the owner) and two (connections spread in turn:
+/// most commands cross to the owner and back through the reactors' queues).
+fn config(mask: u64) -> TargetConfig {
+    TargetConfig {
+        cpumask: mask,
+        ..TargetConfig::default()
+    }
+}
+
+macro_rules! on_reactors {
+    ($mod:ident, $mask:expr, $($name:ident),*) => {
+        mod $mod {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name($mask)
+                }
+            )*
+        }
+    };
+}
+
+on_reactors!(
+    one_reactor,
+    0x1,
+    connect_identify_write_with_r2t_read_back_digests_on,
+    host_not_allowed_and_unknown_subsystem_are_refused,
+    queue_depth_128_of_outstanding_writes,
+    hostile_pdus_kill_only_their_own_connection,
+    many_concurrent_connections_are_held_and_served,
+    out_of_space_through_the_target_then_growing_recovers,
+    out_of_space_queue_policy_holds_writes_until_the_pool_grows,
+    h2c_data_digest_error_fails_the_write_not_the_connection
+);
+on_reactors!(
+    two_reactors,
+    0x3,
+    connect_identify_write_with_r2t_read_back_digests_on,
+    host_not_allowed_and_unknown_subsystem_are_refused,
+    queue_depth_128_of_outstanding_writes,
+    hostile_pdus_kill_only_their_own_connection,
+    many_concurrent_connections_are_held_and_served,
+    out_of_space_through_the_target_then_growing_recovers,
+    out_of_space_queue_policy_holds_writes_until_the_pool_grows,
+    h2c_data_digest_error_fails_the_write_not_the_connection
+);

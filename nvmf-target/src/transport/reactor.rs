@@ -1,32 +1,37 @@
-//! The poll-mode reactor: one thread owning listeners, connections, the controller state and
-//! every bdev behind it. Nothing it owns is shared, so the I/O path takes no lock.
+//! Poll-mode reactors: one thread per core of the cpumask, each owning its connections.
+//! Reactor 0 (the *owner*) also owns the controller state and every bdev behind it
+//! (so each pool's metadata has exactly one owner); the others forward their connections'
+//! commands to it through queues ([`super::mesh`]). Nothing is shared, so the I/O path
+//! takes no lock.
 //!
-//! Loop: run management messages → poll sockets (`mio`, edge-triggered; zero timeout while
-//! busy) → accept → read and process each readable connection (bounded budget per pass) →
+//! Loop: run messages (management calls, handed-over connections, forwarded commands and
+//! their answers) → poll sockets (`mio`, edge-triggered; zero timeout while busy) → accept
+//! (owner; connections go to the reactors in turn, as SPDK's round-robin poll-group
+//! choice does) → read and process each readable connection (bounded budget per pass) →
 //! route asynchronous completions → flush send buffers → every [`TICK_MS`] advance the
-//! controllers' clock (keep-alive expiry, bdev timers) → close what died.
+//! controllers' clock (keep-alive expiry, bdev timers, parked commands) → close what died
+//! → send this pass's batches to the other reactors.
 //!
 //! Modes ([`PollMode`]): `Busy` never blocks in the kernel (lowest latency, one core at
 //! 100 %); `Adaptive` (default) spins for [`SPIN_US`] after the last piece of work, then
-//! blocks in `epoll_wait` until a socket, a message (through a `mio::Waker`) or the next
-//! tick wakes it.
-//!
-//! Multi-reactor is the next step: an acceptor hands each connection to a reactor chosen by
-//! the namespace owner, and admin work reaches the controller's reactor through queues.
-//! Today every connection and every bdev live on one reactor (cpumask 0x1).
+//! blocks in `epoll_wait` until a socket, a message (through a `mio::Waker`, rung only
+//! while the reactor sleeps) or the next tick wakes it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::SocketAddr;
+use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
-use super::tcp::{ConnLimits, ConnStatus, Connection};
-use crate::ctrlr::TargetState;
+use super::mesh::{ConnId, Link, RemoteQueues, Req, Resp};
+use super::tcp::{Backend, ConnLimits, ConnStatus, Connection};
+use crate::ctrlr::{QueueCtx, TargetState};
 
 /// Timer period: keep-alive checks and bdev polls.
 pub const TICK_MS: u64 = 50;
@@ -48,12 +53,22 @@ pub enum PollMode {
     Adaptive,
 }
 
-/// Work sent to the reactor from other threads.
-pub enum Msg {
-    /// Run a closure on the controller state (management, RPCs, tests).
+/// Work sent to a reactor from other threads.
+pub(crate) enum Msg {
+    /// Run a closure on the controller state (owner: management, RPCs, tests).
     Call(Box<dyn FnOnce(&mut TargetState) + Send>),
-    /// Start accepting on a bound listener.
+    /// Start accepting on a bound listener (owner).
     Listen(std::net::TcpListener),
+    /// Serve this accepted connection under `token` (owner → other reactor).
+    Adopt {
+        stream: TcpStream,
+        peer: SocketAddr,
+        token: usize,
+    },
+    /// Commands of connections another reactor serves (→ owner).
+    Req(Vec<Req>),
+    /// Answers to forwarded commands (owner → the connection's reactor).
+    Resp(Vec<Resp>),
 }
 
 struct Conn {
@@ -65,19 +80,35 @@ struct Conn {
 }
 
 pub(crate) struct Reactor {
+    /// Position in the reactor list; 0 is the owner.
+    idx: usize,
     poll: Poll,
     mode: PollMode,
     limits: ConnLimits,
     listeners: Vec<TcpListener>,
     conns: HashMap<usize, Conn>,
+    /// Next connection token (the owner hands them out for every reactor).
     next_conn: usize,
     scratch: Vec<u8>,
     start: Instant,
+    /// Every reactor, by index (empty until [`Reactor::set_links`]: one reactor alone).
+    links: Vec<Link>,
+    /// Set while blocked in the kernel, so that senders know to wake us.
+    sleeping: Arc<AtomicBool>,
+    /// A message taken while deciding to sleep.
+    stash: VecDeque<Msg>,
+    /// Owner: the queues other reactors serve.
+    remote: RemoteQueues,
+    /// Others: commands gathered this pass for the owner.
+    reqs: Vec<Req>,
+    /// Owner: the reactor the next accepted connection goes to.
+    next_reactor: usize,
 }
 
 impl Reactor {
-    pub(crate) fn new(mode: PollMode, limits: ConnLimits) -> io::Result<Self> {
+    pub(crate) fn new(idx: usize, mode: PollMode, limits: ConnLimits) -> io::Result<Self> {
         Ok(Self {
+            idx,
             poll: Poll::new()?,
             mode,
             limits,
@@ -86,11 +117,32 @@ impl Reactor {
             next_conn: FIRST_CONN,
             scratch: vec![0u8; 256 * 1024],
             start: Instant::now(),
+            links: Vec::new(),
+            sleeping: Arc::new(AtomicBool::new(false)),
+            stash: VecDeque::new(),
+            remote: RemoteQueues::default(),
+            reqs: Vec::new(),
+            next_reactor: 0,
         })
     }
 
-    pub(crate) fn waker(&self) -> io::Result<mio::Waker> {
-        mio::Waker::new(self.poll.registry(), WAKER)
+    /// How other threads reach this reactor through `tx`.
+    pub(crate) fn link(&self, tx: std::sync::mpsc::Sender<Msg>) -> io::Result<Link> {
+        Ok(Link {
+            tx,
+            waker: Arc::new(mio::Waker::new(self.poll.registry(), WAKER)?),
+            sleeping: Arc::clone(&self.sleeping),
+        })
+    }
+
+    /// Tells the reactor about all reactors (itself included), by index.
+    pub(crate) fn set_links(&mut self, links: Vec<Link>) {
+        self.links = links;
+    }
+
+    /// Every reactor's link (after [`Reactor::set_links`]).
+    pub(crate) fn links_clone(&self) -> Vec<Link> {
+        self.links.clone()
     }
 
     pub(crate) fn add_listener(&mut self, l: std::net::TcpListener) -> io::Result<()> {
@@ -105,10 +157,15 @@ impl Reactor {
         Ok(())
     }
 
-    /// Runs until `stop` is set.
+    fn now_ms(&self, t: Instant) -> u64 {
+        u64::try_from(t.duration_since(self.start).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Runs until `stop` is set. The owner passes the controller state; the other
+    /// reactors pass `None`.
     pub(crate) fn run(
         &mut self,
-        state: &mut TargetState,
+        mut state: Option<&mut TargetState>,
         stop: &AtomicBool,
         msgs: &Receiver<Msg>,
     ) -> io::Result<()> {
@@ -117,28 +174,38 @@ impl Reactor {
         let mut last_tick = 0u64;
         while !stop.load(Ordering::Relaxed) {
             let mut worked = false;
-            while let Ok(m) = msgs.try_recv() {
+            let now = self.now_ms(Instant::now());
+            while let Some(m) = self.stash.pop_front().or_else(|| msgs.try_recv().ok()) {
                 worked = true;
-                match m {
-                    Msg::Call(f) => f(state),
-                    Msg::Listen(l) => {
-                        if let Err(e) = self.add_listener(l) {
-                            warn!("listener: {e}");
-                        }
-                    }
-                }
+                self.on_msg(m, state.as_deref_mut(), now);
             }
             let spinning = self.mode == PollMode::Busy
                 || last_work.elapsed() < Duration::from_micros(SPIN_US)
                 || self.conns.values().any(|c| {
                     (c.readable && !c.conn.rx_blocked()) || c.conn.status() == ConnStatus::Closing
                 });
-            let timeout = if spinning {
+            let mut timeout = if spinning {
                 Duration::ZERO
             } else {
                 Duration::from_millis(TICK_MS)
             };
-            match self.poll.poll(&mut events, Some(timeout)) {
+            if !timeout.is_zero() {
+                // About to sleep: say so, then look at the queue once more (pairs with
+                // the fence in `Link::send`).
+                self.sleeping.store(true, Ordering::Relaxed);
+                fence(Ordering::SeqCst);
+                if let Ok(m) = msgs.try_recv() {
+                    self.stash.push_back(m);
+                    timeout = Duration::ZERO;
+                }
+            }
+            if timeout.is_zero() && !worked && self.mode == PollMode::Adaptive {
+                // Spinning with nothing to do: let other threads of this core run.
+                std::thread::yield_now();
+            }
+            let polled = self.poll.poll(&mut events, Some(timeout));
+            self.sleeping.store(false, Ordering::Relaxed);
+            match polled {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -150,7 +217,9 @@ impl Reactor {
                     continue;
                 }
                 if t < FIRST_CONN {
-                    self.accept(t - FIRST_LISTENER, state)?;
+                    if let Some(s) = state.as_deref_mut() {
+                        self.accept(t - FIRST_LISTENER, s)?;
+                    }
                 } else if let Some(c) = self.conns.get_mut(&t) {
                     if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                         c.readable = true;
@@ -159,65 +228,188 @@ impl Reactor {
             }
             // One clock read per pass: it stamps the work below and the spin window.
             let t = Instant::now();
-            let now = u64::try_from(t.duration_since(self.start).as_millis()).unwrap_or(u64::MAX);
-            worked |= self.service(state, now);
+            let now = self.now_ms(t);
+            worked |= self.service(state.as_deref_mut(), now);
             if now.saturating_sub(last_tick) >= TICK_MS {
                 last_tick = now;
-                // Commands parked by an out-of-space pool: try them again.
-                for c in self.conns.values_mut() {
-                    if !c.dead && c.conn.has_parked() {
-                        worked |= c.conn.retry_parked(state, now) > 0;
-                    }
-                }
-                let dead = state.poll(now);
-                if !dead.is_empty() {
-                    for c in self.conns.values_mut() {
-                        if c.conn.queue().cntlid.is_some_and(|id| dead.contains(&id)) {
-                            c.dead = true;
-                        }
-                    }
+                if let Some(s) = state.as_deref_mut() {
+                    worked |= self.tick(s, now);
                 }
             }
-            self.reap(state);
+            self.reap(state.as_deref_mut());
+            self.send_batches();
             if worked {
                 last_work = t;
             }
         }
-        info!("reactor stopping: {} connections", self.conns.len());
+        info!(
+            "reactor {} stopping: {} connections",
+            self.idx,
+            self.conns.len()
+        );
         for (_, mut c) in self.conns.drain() {
             let _ = self.poll.registry().deregister(&mut c.stream);
-            state.queue_closed(c.conn.queue());
+            if let Some(s) = state.as_deref_mut() {
+                s.queue_closed(c.conn.queue());
+            }
+        }
+        if let Some(s) = state {
+            self.remote.close_all(s);
         }
         Ok(())
     }
 
+    fn on_msg(&mut self, m: Msg, state: Option<&mut TargetState>, now: u64) {
+        match (m, state) {
+            (Msg::Call(f), Some(s)) => f(s),
+            (Msg::Listen(l), Some(_)) => {
+                if let Err(e) = self.add_listener(l) {
+                    warn!("listener: {e}");
+                }
+            }
+            (Msg::Req(batch), Some(s)) => {
+                let dead = self.remote.handle(s, batch, now);
+                self.kill(&dead);
+            }
+            (
+                Msg::Adopt {
+                    stream,
+                    peer,
+                    token,
+                },
+                None,
+            ) => {
+                if let Err(e) = self.adopt(stream, peer, token) {
+                    warn!("reactor {}: taking connection {token}: {e}", self.idx);
+                    // The owner learns that it is gone.
+                    self.reqs.push(Req::Closed {
+                        id: ConnId {
+                            reactor: self.idx,
+                            token,
+                        },
+                    });
+                }
+            }
+            (Msg::Resp(batch), None) => {
+                for r in batch {
+                    let token = match &r {
+                        Resp::Complete { token, .. }
+                        | Resp::Data { token, .. }
+                        | Resp::R2t { token, .. }
+                        | Resp::Kill { token } => *token,
+                    };
+                    let Some(c) = self.conns.get_mut(&token) else {
+                        continue; // closed meanwhile
+                    };
+                    if matches!(r, Resp::Kill { .. }) {
+                        c.dead = true;
+                    } else {
+                        c.conn.on_resp(r);
+                    }
+                }
+            }
+            (_, _) => warn!("reactor {}: message for another reactor's role", self.idx),
+        }
+    }
+
+    /// Registers a connection another reactor accepted.
+    fn adopt(&mut self, mut stream: TcpStream, peer: SocketAddr, token: usize) -> io::Result<()> {
+        self.poll.registry().register(
+            &mut stream,
+            Token(token),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        debug!("reactor {}: connection {token} from {peer}", self.idx);
+        let local = stream.local_addr().ok();
+        self.conns.insert(
+            token,
+            Conn {
+                stream,
+                conn: Connection::new(peer, local, self.limits),
+                readable: true,
+                dead: false,
+            },
+        );
+        Ok(())
+    }
+
+    /// Owner: closes every queue of the `dead` controllers, here and on other reactors.
+    fn kill(&mut self, dead: &[u16]) {
+        if dead.is_empty() {
+            return;
+        }
+        for c in self.conns.values_mut() {
+            if c.conn.queue().cntlid.is_some_and(|id| dead.contains(&id)) {
+                c.dead = true;
+            }
+        }
+        self.remote.kill(dead);
+    }
+
+    /// Owner, every tick: parked commands, bdev timers, keep-alive expiry.
+    fn tick(&mut self, state: &mut TargetState, now: u64) -> bool {
+        let mut worked = false;
+        // Commands parked by an out-of-space pool: try them again.
+        for c in self.conns.values_mut() {
+            if !c.dead && c.conn.has_parked() {
+                worked |= c.conn.retry_parked(state, now) > 0;
+            }
+        }
+        if self.remote.has_parked() {
+            worked |= self.remote.retry_parked(state, now) > 0;
+        }
+        let dead = state.poll(now);
+        self.kill(&dead);
+        worked
+    }
+
+    /// Sends what this pass gathered for other reactors.
+    fn send_batches(&mut self) {
+        if !self.reqs.is_empty() {
+            let batch = std::mem::take(&mut self.reqs);
+            if let Some(owner) = self.links.first() {
+                owner.send(Msg::Req(batch));
+            }
+        }
+        self.remote.send(&self.links);
+    }
+
     fn accept(&mut self, idx: usize, state: &mut TargetState) -> io::Result<()> {
-        let Some(l) = self.listeners.get(idx) else {
-            return Ok(());
-        };
         loop {
+            let Some(l) = self.listeners.get(idx) else {
+                return Ok(());
+            };
             match l.accept() {
-                Ok((mut stream, peer)) => {
+                Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     let token = self.next_conn;
                     self.next_conn += 1;
-                    self.poll.registry().register(
-                        &mut stream,
-                        Token(token),
-                        Interest::READABLE | Interest::WRITABLE,
-                    )?;
-                    debug!("connection {token} from {peer}");
-                    let local = stream.local_addr().ok();
                     state.connection_opened();
-                    self.conns.insert(
-                        token,
-                        Conn {
+                    let n = self.links.len().max(1);
+                    let to = self.next_reactor % n;
+                    self.next_reactor = (to + 1) % n;
+                    if to == self.idx {
+                        if let Err(e) = self.adopt(stream, peer, token) {
+                            warn!("connection from {peer}: {e}");
+                            state.queue_closed(&QueueCtx::new(None));
+                        }
+                        continue;
+                    }
+                    let local = stream.local_addr().ok();
+                    let id = ConnId { reactor: to, token };
+                    self.remote
+                        .opened(id, QueueCtx::new(local).with_peer(Some(peer)));
+                    let sent = self.links.get(to).is_some_and(|l| {
+                        l.send(Msg::Adopt {
                             stream,
-                            conn: Connection::new(peer, local, self.limits),
-                            readable: true,
-                            dead: false,
-                        },
-                    );
+                            peer,
+                            token,
+                        })
+                    });
+                    if !sent {
+                        warn!("reactor {to} has stopped: connection from {peer} dropped");
+                        self.remote.handle(state, vec![Req::Closed { id }], 0);
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -231,16 +423,26 @@ impl Reactor {
     }
 
     /// Reads, processes and flushes every connection. Returns whether anything happened.
-    fn service(&mut self, state: &mut TargetState, now: u64) -> bool {
+    fn service(&mut self, mut state: Option<&mut TargetState>, now: u64) -> bool {
         let mut worked = false;
-        for c in self.conns.values_mut() {
+        for (&token, c) in self.conns.iter_mut() {
             if c.dead {
                 continue;
             }
             if c.readable && !c.conn.rx_blocked() {
+                let mut be = match state.as_deref_mut() {
+                    Some(s) => Backend::Local(s),
+                    None => Backend::Remote {
+                        id: ConnId {
+                            reactor: self.idx,
+                            token,
+                        },
+                        reqs: &mut self.reqs,
+                    },
+                };
                 match c
                     .conn
-                    .read_from(&mut c.stream, &mut self.scratch, READ_BUDGET, state, now)
+                    .read_from(&mut c.stream, &mut self.scratch, READ_BUDGET, &mut be, now)
                 {
                     Ok(more) => c.readable = more,
                     Err(e) => {
@@ -253,14 +455,22 @@ impl Reactor {
                 worked = true;
             }
         }
-        if state.has_async_completions() {
-            for ac in state.take_async_completions() {
-                let admin = self.conns.values_mut().find(|c| {
-                    !c.dead && c.conn.queue().qid == 0 && c.conn.queue().cntlid == Some(ac.cntlid)
-                });
-                match admin {
-                    Some(c) => c.conn.push_async(ac.cqe),
-                    None => debug!("no admin queue for controller {}", ac.cntlid),
+        if let Some(s) = state {
+            if s.has_async_completions() {
+                for ac in s.take_async_completions() {
+                    let admin = self.conns.values_mut().find(|c| {
+                        !c.dead
+                            && c.conn.queue().qid == 0
+                            && c.conn.queue().cntlid == Some(ac.cntlid)
+                    });
+                    match admin {
+                        Some(c) => c.conn.push_async(ac.cqe),
+                        None => {
+                            if !self.remote.push_async(ac.cntlid, ac.cqe) {
+                                debug!("no admin queue for controller {}", ac.cntlid);
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -275,9 +485,6 @@ impl Reactor {
                     c.dead = true;
                 }
             }
-            if c.conn.status() == ConnStatus::Closing && c.conn.tx_pending() == 0 {
-                c.dead = true;
-            }
         }
         for c in self.conns.values_mut() {
             if c.conn.status() == ConnStatus::Closing && c.conn.tx_pending() == 0 {
@@ -287,8 +494,9 @@ impl Reactor {
         worked
     }
 
-    /// Closes dead connections; closing an admin queue closes its controller's I/O queues.
-    fn reap(&mut self, state: &mut TargetState) {
+    /// Closes dead connections; closing an admin queue closes its controller's I/O queues
+    /// (on every reactor).
+    fn reap(&mut self, mut state: Option<&mut TargetState>) {
         if !self.conns.values().any(|c| c.dead) {
             return;
         }
@@ -302,27 +510,28 @@ impl Reactor {
         for t in dead {
             if let Some(mut c) = self.conns.remove(&t) {
                 let q = c.conn.queue();
-                if q.qid == 0 {
-                    if let Some(id) = q.cntlid {
-                        dead_ctrls.push(id);
+                debug!(
+                    "reactor {}: closing connection {t} ({}), qid {}",
+                    self.idx, c.conn.peer, q.qid
+                );
+                match state.as_deref_mut() {
+                    Some(s) => {
+                        if q.qid == 0 {
+                            dead_ctrls.extend(q.cntlid);
+                        }
+                        s.queue_closed(q);
                     }
+                    None => self.reqs.push(Req::Closed {
+                        id: ConnId {
+                            reactor: self.idx,
+                            token: t,
+                        },
+                    }),
                 }
-                debug!("closing connection {t} ({}), qid {}", c.conn.peer, q.qid);
-                state.queue_closed(q);
                 let _ = self.poll.registry().deregister(&mut c.stream);
                 let _ = c.stream.shutdown(std::net::Shutdown::Both);
             }
         }
-        if !dead_ctrls.is_empty() {
-            for c in self.conns.values_mut() {
-                if c.conn
-                    .queue()
-                    .cntlid
-                    .is_some_and(|id| dead_ctrls.contains(&id))
-                {
-                    c.dead = true;
-                }
-            }
-        }
+        self.kill(&dead_ctrls);
     }
 }

@@ -19,6 +19,7 @@ use std::net::SocketAddr;
 
 use log::{debug, info, warn};
 
+use super::mesh::{ConnId, Req, Resp};
 use crate::ctrlr::{DataXfer, Outcome, QueueCtx, TargetState, MAX_AERS};
 use crate::wire::cqe::Cqe;
 use crate::wire::io::IoOpcode;
@@ -28,7 +29,7 @@ use crate::wire::pdu::{
 };
 use crate::wire::pdu::{FatalError, FatalReason, Fes};
 use crate::wire::sqe::Sqe;
-use crate::wire::status::Status;
+use crate::wire::status::{CompletionStatus, Status};
 
 /// Stop reading from a connection while this many bytes wait to be sent.
 pub const TX_HIGH_WATER: usize = 8 << 20;
@@ -40,6 +41,15 @@ pub struct ConnLimits {
     pub maxh2cdata: u32,
     /// In-capsule data accepted (admin and fabrics: at least 8192).
     pub max_icd: u32,
+}
+
+/// Where a connection's commands run.
+pub(crate) enum Backend<'a> {
+    /// On this reactor, against the controller state it owns.
+    Local(&'a mut TargetState),
+    /// On the owner reactor: each command leaves as a [`Req`] gathered in `reqs`; its
+    /// answer comes back through [`Connection::on_resp`].
+    Remote { id: ConnId, reqs: &'a mut Vec<Req> },
 }
 
 /// A write waiting for its data.
@@ -198,12 +208,12 @@ impl Connection {
     }
 
     /// Feeds received bytes: decodes and handles every complete PDU.
-    pub fn feed(&mut self, mut input: &[u8], target: &mut TargetState, now_ms: u64) {
+    pub(crate) fn feed(&mut self, mut input: &[u8], be: &mut Backend<'_>, now_ms: u64) {
         while !self.st.closing {
             let used = self.decoder.push(input);
             input = input.get(used..).unwrap_or_default();
             match self.decoder.poll() {
-                Ok(Some(pdu)) => self.st.handle(pdu, target, now_ms),
+                Ok(Some(pdu)) => self.st.handle(pdu, be, now_ms),
                 Ok(None) => break,
                 Err(PduError::Fatal(e)) => {
                     warn!("{}: fatal PDU error: {e}", self.peer);
@@ -212,7 +222,7 @@ impl Connection {
                     }
                     self.st.closing = true;
                 }
-                Err(PduError::DataDigest(e)) => self.st.data_digest_error(&e),
+                Err(PduError::DataDigest(e)) => self.st.data_digest_error(&e, be),
                 Err(PduError::Incomplete { .. }) => break,
             }
         }
@@ -274,12 +284,12 @@ impl Connection {
 
     /// Reads from `r` into `scratch` and feeds the bytes, at most `budget` bytes. Returns
     /// `Ok(true)` if the socket may have more (budget hit), `Ok(false)` on WouldBlock.
-    pub fn read_from<R: Read>(
+    pub(crate) fn read_from<R: Read>(
         &mut self,
         r: &mut R,
         scratch: &mut [u8],
         budget: usize,
-        target: &mut TargetState,
+        be: &mut Backend<'_>,
         now_ms: u64,
     ) -> io::Result<bool> {
         let mut got = 0;
@@ -288,7 +298,7 @@ impl Connection {
                 Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
                 Ok(n) => {
                     got += n;
-                    self.feed(scratch.get(..n).unwrap_or_default(), target, now_ms);
+                    self.feed(scratch.get(..n).unwrap_or_default(), be, now_ms);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -299,16 +309,43 @@ impl Connection {
     }
 }
 
+impl Connection {
+    /// Takes the owner's answer to a command this connection forwarded
+    /// ([`Backend::Remote`]).
+    pub(crate) fn on_resp(&mut self, r: Resp) {
+        let st = &mut self.st;
+        match r {
+            Resp::Complete { cqe, q, .. } => {
+                if let Some(q) = q {
+                    st.q = q;
+                }
+                st.outstanding = st.outstanding.saturating_sub(1);
+                st.push_resp(cqe);
+            }
+            Resp::Data { cqe, data, .. } => {
+                st.outstanding = st.outstanding.saturating_sub(1);
+                st.push_data(cqe, &data);
+            }
+            Resp::R2t { sqe, len, .. } => {
+                st.outstanding = st.outstanding.saturating_sub(1);
+                st.start_r2t(sqe, len);
+            }
+            // The reactor closes the connection.
+            Resp::Kill { .. } => {}
+        }
+    }
+}
+
 impl ConnState {
-    fn handle(&mut self, pdu: Pdu<'_>, target: &mut TargetState, now_ms: u64) {
+    fn handle(&mut self, pdu: Pdu<'_>, be: &mut Backend<'_>, now_ms: u64) {
         match pdu {
             Pdu::IcReq(req) => self.icreq(&req),
             Pdu::TermReq(t) => {
                 info!("H2CTermReq received: {t}");
                 self.closing = true;
             }
-            Pdu::CapsuleCmd(cmd) => self.capsule(&cmd, target, now_ms),
-            Pdu::H2CData(d) => self.h2c_data(&d, target, now_ms),
+            Pdu::CapsuleCmd(cmd) => self.capsule(&cmd, be, now_ms),
+            Pdu::H2CData(d) => self.h2c_data(&d, be, now_ms),
             other => {
                 // The decoder only delivers host-to-controller types.
                 warn!("unexpected {} PDU", other.pdu_type());
@@ -370,7 +407,26 @@ impl ConnState {
         }
     }
 
-    fn capsule(&mut self, cmd: &CapsuleCmd<'_>, target: &mut TargetState, now_ms: u64) {
+    /// Fails command `cid` for a transport reason (the owner builds the CQE when the
+    /// queue is served remotely: SQHD advances in one place).
+    fn fail_cmd(&mut self, be: &mut Backend<'_>, cid: u16, status: CompletionStatus) {
+        match be {
+            Backend::Local(_) => {
+                let cqe = self.q.cqe(cid, status, 0, 0);
+                self.push_resp(cqe);
+            }
+            Backend::Remote { id, reqs } => {
+                self.outstanding += 1;
+                reqs.push(Req::Fail {
+                    id: *id,
+                    cid,
+                    status,
+                });
+            }
+        }
+    }
+
+    fn capsule(&mut self, cmd: &CapsuleCmd<'_>, be: &mut Backend<'_>, now_ms: u64) {
         let sqe = cmd.sqe;
         if self.outstanding >= self.depth_limit() {
             warn!(
@@ -381,6 +437,19 @@ impl ConnState {
             self.fatal(Fes::PduSequenceError, 0, PduType::CapsuleCmd as u8);
             return;
         }
+        let target = match be {
+            Backend::Local(t) => &mut **t,
+            Backend::Remote { id, reqs } => {
+                self.outstanding += 1;
+                reqs.push(Req::Capsule {
+                    id: *id,
+                    sqe,
+                    data: cmd.data.to_vec(),
+                    check: cmd.sgl_data_check(),
+                });
+                return;
+            }
+        };
         let xfer = match target.prepare(&self.q, &sqe, cmd.sgl_data_check()) {
             Ok(x) => x,
             Err(status) => {
@@ -465,9 +534,43 @@ impl ConnState {
             self.push_resp(cqe);
             return;
         }
+        self.finish_c2h(start, &layout, sqe.cid, cqe);
+    }
+
+    /// Sends data that came back from the owner: C2HData (copied into the send buffer),
+    /// then the completion unless the C2HData's SUCCESS flag stands for it.
+    fn push_data(&mut self, cqe: Cqe, data: &[u8]) {
+        let Ok(len) = u32::try_from(data.len()) else {
+            let cqe = Cqe {
+                status: Status::INTERNAL_ERROR.dnr(),
+                ..cqe
+            };
+            self.push_resp(cqe);
+            return;
+        };
+        let layout = TxLayout::new(PduType::C2HData, len, &self.tx);
+        let prefix = layout.prefix_len();
+        let start = self.out.grow(layout.plen as usize, false);
+        let room = self.out.room_mut(start);
+        let (head, tail) = room.split_at_mut(prefix.min(room.len()));
+        head.fill(0);
+        let (dst, ddgst) = tail.split_at_mut(data.len().min(tail.len()));
+        dst.copy_from_slice(data.get(..dst.len()).unwrap_or_default());
+        ddgst.fill(0);
+        self.finish_c2h(start, &layout, cqe.cid, cqe);
+    }
+
+    /// Completes a C2HData PDU whose data sits in the send buffer at `start` behind room
+    /// for its header: header, data digest, and the CapsuleResp when one is needed.
+    fn finish_c2h(&mut self, start: usize, layout: &TxLayout, cid: u16, cqe: Cqe) {
+        let prefix = layout.prefix_len();
+        let len = layout.data_len as usize;
         let success = self.q.sq_flow_disabled && cqe.dw0 == 0 && cqe.dw1 == 0;
+        let room = self.out.room_mut(start);
+        let (head, tail) = room.split_at_mut(prefix.min(room.len()));
+        let (data, ddgst) = tail.split_at_mut(len.min(tail.len()));
         let pdu = C2HData {
-            cccid: sqe.cid,
+            cccid: cid,
             datao: 0,
             last: true,
             success,
@@ -530,7 +633,7 @@ impl ConnState {
         }
     }
 
-    fn h2c_data(&mut self, d: &H2CData<'_>, target: &mut TargetState, now_ms: u64) {
+    fn h2c_data(&mut self, d: &H2CData<'_>, be: &mut Backend<'_>, now_ms: u64) {
         let slot = usize::from(d.ttag);
         let datal = d.data.len();
         let off = d.datao as usize;
@@ -573,16 +676,22 @@ impl ConnState {
         };
         self.outstanding = self.outstanding.saturating_sub(1);
         if p.digest_failed {
-            let cqe = self.q.cqe(
-                p.sqe.cid,
-                Status::TRANSIENT_TRANSPORT_ERROR.retryable(),
-                0,
-                0,
-            );
-            self.push_resp(cqe);
+            self.fail_cmd(be, p.sqe.cid, Status::TRANSIENT_TRANSPORT_ERROR.retryable());
             self.recycle(p.buf);
             return;
         }
+        let target = match be {
+            Backend::Local(t) => &mut **t,
+            Backend::Remote { id, reqs } => {
+                self.outstanding += 1;
+                reqs.push(Req::Write {
+                    id: *id,
+                    sqe: p.sqe,
+                    data: p.buf,
+                });
+                return;
+            }
+        };
         match target.execute(&mut self.q, &p.sqe, &p.buf, &mut [], now_ms) {
             Outcome::Retry => self.park(p.sqe, p.buf),
             outcome => {
@@ -592,14 +701,11 @@ impl ConnState {
         }
     }
 
-    fn data_digest_error(&mut self, e: &crate::wire::pdu::DataDigestError) {
+    fn data_digest_error(&mut self, e: &crate::wire::pdu::DataDigestError, be: &mut Backend<'_>) {
         warn!("data digest error: {e}");
         match e.pdu_type {
             PduType::CapsuleCmd => {
-                let cqe = self
-                    .q
-                    .cqe(e.cccid, Status::TRANSIENT_TRANSPORT_ERROR.retryable(), 0, 0);
-                self.push_resp(cqe);
+                self.fail_cmd(be, e.cccid, Status::TRANSIENT_TRANSPORT_ERROR.retryable());
             }
             // SPDK's answer: the bytes are accounted for (the stream is in sync), and the
             // write completes with Transient Transport Error once all its data is in, so
@@ -626,13 +732,7 @@ impl ConnState {
                 if done {
                     if let Some(Some(p)) = self.pending.get_mut(slot).map(Option::take) {
                         self.outstanding = self.outstanding.saturating_sub(1);
-                        let cqe = self.q.cqe(
-                            p.sqe.cid,
-                            Status::TRANSIENT_TRANSPORT_ERROR.retryable(),
-                            0,
-                            0,
-                        );
-                        self.push_resp(cqe);
+                        self.fail_cmd(be, p.sqe.cid, Status::TRANSIENT_TRANSPORT_ERROR.retryable());
                         self.recycle(p.buf);
                     }
                 }
