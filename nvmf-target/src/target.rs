@@ -178,6 +178,7 @@ impl Target {
         for s in &mut slots {
             s.reactor.set_links(links.clone());
         }
+        self.state.set_poll_groups(slots.len());
         if let Some(owner) = slots.first_mut() {
             for l in self.listeners.drain(..) {
                 owner.reactor.add_listener(l).map_err(io_err("listener"))?;

@@ -807,6 +807,75 @@ fn h2c_data_digest_error_fails_the_write_not_the_connection(mask: u64) {
     target.stop().unwrap();
 }
 
+/// Events and deaths cross reactors: with two reactors the admin queue below is served by
+/// reactor 1 while the controller state lives on reactor 0, and the I/O queue by reactor 0.
+/// A namespace added while connected completes the held AER on the admin queue; closing
+/// the admin queue ends the controller and closes its I/O queue wherever it is served.
+fn aer_and_controller_death_reach_queues_on_any_reactor(mask: u64) {
+    let (target, addr) = start(mask);
+    // Connections go to the reactors in turn: this idle one takes reactor 0.
+    let (_idle, _) = Host::connect(addr, Digests::NONE);
+    let (mut a, cntlid) = admin(addr, Digests::NONE);
+    let mut sf = Sqe::new(0x09, 5, 0);
+    sf.cdw10 = 0x07; // Number of Queues: 1 SQ and CQ
+    assert!(a.cmd(sf, &[]).status.is_success());
+    let mut aec = Sqe::new(0x09, 6, 0);
+    aec.cdw10 = 0x0B; // Asynchronous Event Configuration
+    aec.cdw11 = 0x100; // Namespace Attribute Notices
+    assert!(a.cmd(aec, &[]).status.is_success());
+    let (mut q, _) = Host::connect(addr, Digests::NONE);
+    let c = q.fabric_connect(1, cntlid, NQN, HOSTNQN);
+    assert!(c.status.is_success(), "{c}");
+    let rd = RwCommand::new(IoOpcode::Read, 9, 1, 0, 1, SglDescriptor::transport(512));
+    let (data, c) = q.cmd_read(rd.to_sqe());
+    assert!(c.status.is_success() && data.len() == 512, "{c}");
+    let groups = target.with_state(|s| s.poll_group_stats()).unwrap();
+    let placed: Vec<(u64, u64)> = groups
+        .iter()
+        .map(|g| (g.current_admin_qpairs, g.current_io_qpairs))
+        .collect();
+    if mask == 0x3 {
+        assert_eq!(placed, [(0, 1), (1, 0)], "admin on reactor 1, I/O on 0");
+    } else {
+        assert_eq!(placed, [(1, 1)]);
+    }
+
+    // An AER stays outstanding until something happens.
+    a.send(&Pdu::CapsuleCmd(CapsuleCmd {
+        sqe: Sqe::new(0x0C, 0x77, 0),
+        data: &[],
+    }));
+    std::thread::sleep(Duration::from_millis(100));
+    target
+        .with_state(|s| {
+            s.add_namespace(
+                NQN,
+                2,
+                Box::new(Malloc::new("m2", 1024, 512, [5; 16]).expect("malloc")),
+            )
+        })
+        .unwrap()
+        .unwrap();
+    let c = a.resp();
+    assert_eq!(c.cid, 0x77);
+    assert!(c.status.is_success(), "{c}");
+    // Notice (2), Namespace Attribute Changed (0), log page 0x04.
+    assert_eq!(c.dw0, 0x0004_0002, "{c}");
+    // Both queues still work after the event.
+    let (data, c) = q.cmd_read(rd.to_sqe());
+    assert!(c.status.is_success() && data.len() == 512, "{c}");
+
+    drop(a);
+    let mut b = [0u8; 64];
+    match q.s.read(&mut b) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("the I/O queue of a dead controller stays open: {other:?}"),
+    }
+    assert_eq!(target.with_state(|s| s.controller_count()).unwrap(), 0);
+    target.stop().unwrap();
+}
+
 /// One reactor (every connection on the owner) and two (connections spread in turn:
 /// most commands cross to the owner and back through the reactors' queues).
 fn config(mask: u64) -> TargetConfig {
@@ -839,7 +908,8 @@ on_reactors!(
     many_concurrent_connections_are_held_and_served,
     out_of_space_through_the_target_then_growing_recovers,
     out_of_space_queue_policy_holds_writes_until_the_pool_grows,
-    h2c_data_digest_error_fails_the_write_not_the_connection
+    h2c_data_digest_error_fails_the_write_not_the_connection,
+    aer_and_controller_death_reach_queues_on_any_reactor
 );
 on_reactors!(
     two_reactors,
@@ -851,5 +921,6 @@ on_reactors!(
     many_concurrent_connections_are_held_and_served,
     out_of_space_through_the_target_then_growing_recovers,
     out_of_space_queue_policy_holds_writes_until_the_pool_grows,
-    h2c_data_digest_error_fails_the_write_not_the_connection
+    h2c_data_digest_error_fails_the_write_not_the_connection,
+    aer_and_controller_death_reach_queues_on_any_reactor
 );

@@ -2,7 +2,8 @@
 //! 127.0.0.1 with a malloc namespace, the guest (QEMU, user networking) reaches it as
 //! 10.0.2.2 and runs nvme-cli discover/connect/list/id-ctrl/id-ns, O_DIRECT dd writes (large
 //! enough for R2T + H2CData) and reads, blkdiscard, flush and disconnect. Then the test reads
-//! what the target holds and compares it with what the guest wrote.
+//! what the target holds and compares it with what the guest wrote. The target runs two
+//! reactors, so the guest's queues are spread over both.
 
 use std::time::Duration;
 
@@ -86,7 +87,13 @@ echo "== done"
 
 #[test]
 fn linux_initiator_against_our_target() {
-    let mut target = Target::new(TargetConfig::default());
+    // Two reactors: the guest's connections (discovery, admin, I/O queues) alternate
+    // between them, so its commands are served both on the owner reactor and forwarded
+    // from the other one.
+    let mut target = Target::new(TargetConfig {
+        cpumask: 0x3,
+        ..TargetConfig::default()
+    });
     target
         .add_subsystem(
             SubsystemConfig::new(NQN)
@@ -160,5 +167,19 @@ fn linux_initiator_against_our_target() {
         state.controller_count(),
         0,
         "controllers left after disconnect"
+    );
+    // Both reactors served queues of the guest.
+    let groups = state.poll_group_stats();
+    eprintln!("poll groups: {groups:?}");
+    assert_eq!(groups.len(), 2);
+    for (i, g) in groups.iter().enumerate() {
+        assert!(
+            g.admin_qpairs + g.io_qpairs > 0,
+            "reactor {i} served no queue: {groups:?}"
+        );
+    }
+    assert!(
+        groups.iter().map(|g| g.completed_nvme_io).sum::<u64>() > 0,
+        "{groups:?}"
     );
 }

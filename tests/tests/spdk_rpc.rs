@@ -614,7 +614,9 @@ fn counts(b: &Value) -> [u64; 8] {
 fn spdk_rpc_statistics_follow_real_io_and_connections() {
     use nvmf_target::initiator::{Controller, HostConfig};
     let dir = ScratchDir::new("spdk-rpc-stats").expect("temp dir");
-    let d = start(dir.path());
+    // Two reactors: connections alternate between them (admin → 000, I/O queue 1 → 001,
+    // I/O queue 2 → 000), and the statistics say so per poll group.
+    let d = Daemon::start(dir.path(), "spdk.sock", &["-m".as_ref(), "0x3".as_ref()]);
     let port = d.port.to_string();
 
     // Stat0: 16 MiB of 512-byte blocks, exported as NSID 1; an lvol as NSID 2.
@@ -668,17 +670,20 @@ fn spdk_rpc_statistics_follow_real_io_and_connections() {
     assert_eq!(rpc_json(&d, &["nvmf_subsystem_get_qpairs", NQN]), json!([]));
     let st = rpc_json(&d, &["nvmf_get_stats"]);
     assert_eq!(st["tick_rate"], 1_000_000_000u64);
-    let pg = &st["poll_groups"][0];
-    assert_eq!(pg["name"], "nvmf_tgt_poll_group_000");
-    assert_eq!(
-        [
-            &pg["admin_qpairs"],
-            &pg["io_qpairs"],
-            &pg["completed_nvme_io"]
-        ],
-        [0, 0, 0]
-    );
-    assert_eq!(pg["transports"], json!([{"trtype": "TCP"}]));
+    let pgs = st["poll_groups"].as_array().expect("poll groups");
+    assert_eq!(pgs.len(), 2, "one poll group per reactor: {st}");
+    for (i, pg) in pgs.iter().enumerate() {
+        assert_eq!(pg["name"], format!("nvmf_tgt_poll_group_00{i}"));
+        assert_eq!(
+            [
+                &pg["admin_qpairs"],
+                &pg["io_qpairs"],
+                &pg["completed_nvme_io"]
+            ],
+            [0, 0, 0]
+        );
+        assert_eq!(pg["transports"], json!([{"trtype": "TCP"}]));
+    }
 
     // A host: admin queue + 2 I/O queues.
     let cfg = HostConfig {
@@ -721,7 +726,9 @@ fn spdk_rpc_statistics_follow_real_io_and_connections() {
     assert!(!cqe.status.is_success());
     // One 4 KiB write to the lvol.
     ok_cmd(&mut q2, write_sqe(30, 2, 0, 1, 4096), &pattern);
-    let nvme_commands = 5 + 2 + 3 + 1 + 1 + 1 + 1;
+    // Queue 1 (poll group 001): 5 writes, 3 reads, 1 deallocate, 1 failed read; queue 2
+    // (poll group 000): 2 writes, 1 read, 1 write to the lvol.
+    let (on_q1, on_q2) = (5 + 3 + 1 + 1, 2 + 1 + 1);
 
     let s = rpc_json(&d, &["bdev_get_iostat", "--names", "Stat0"]);
     let b = iostat_of(&s, "Stat0");
@@ -776,7 +783,8 @@ fn spdk_rpc_statistics_follow_real_io_and_connections() {
         assert_eq!(q["cntlid"], ctrl.cntlid);
         assert_eq!(q["qid"], i);
         assert_eq!(q["state"], "enabled");
-        assert_eq!(q["thread"], "nvmf_tgt_poll_group_000");
+        let group = if i == 1 { 1 } else { 0 };
+        assert_eq!(q["thread"], format!("nvmf_tgt_poll_group_00{group}"));
         assert_eq!(q["hostnqn"], HOST);
         assert_eq!(
             q["listen_address"],
@@ -786,8 +794,8 @@ fn spdk_rpc_statistics_follow_real_io_and_connections() {
         assert_ne!(q["peer_address"]["trsvcid"], port.as_str());
     }
     let st = rpc_json(&d, &["nvmf_get_stats"]);
-    let pg = &st["poll_groups"][0];
-    assert_eq!(
+    let pg = |i: usize| {
+        let pg = &st["poll_groups"][i];
         [
             &pg["admin_qpairs"],
             &pg["io_qpairs"],
@@ -795,10 +803,11 @@ fn spdk_rpc_statistics_follow_real_io_and_connections() {
             &pg["current_io_qpairs"],
             &pg["pending_bdev_io"],
             &pg["completed_nvme_io"],
-        ],
-        [1, 2, 1, 2, 0, nvme_commands],
-        "{pg}"
-    );
+        ]
+        .map(|v| v.as_u64().unwrap_or_else(|| panic!("counter in {st}")))
+    };
+    assert_eq!(pg(0), [1, 1, 1, 1, 0, on_q2], "{st}");
+    assert_eq!(pg(1), [0, 1, 0, 1, 0, on_q1], "{st}");
 
     // Disconnect: the controller and its queues go away, the totals stay.
     drop((q1, q2, ctrl));
@@ -809,17 +818,18 @@ fn spdk_rpc_statistics_follow_real_io_and_connections() {
     }
     assert_eq!(rpc_json(&d, &["nvmf_subsystem_get_qpairs", NQN]), json!([]));
     let st = rpc_json(&d, &["nvmf_get_stats"]);
-    let pg = &st["poll_groups"][0];
-    assert_eq!(
+    let pg = |i: usize| {
+        let pg = &st["poll_groups"][i];
         [
             &pg["admin_qpairs"],
             &pg["io_qpairs"],
             &pg["current_admin_qpairs"],
             &pg["current_io_qpairs"],
-        ],
-        [1, 2, 0, 0],
-        "{pg}"
-    );
+        ]
+        .map(|v| v.as_u64().unwrap_or_else(|| panic!("counter in {st}")))
+    };
+    assert_eq!(pg(0), [1, 1, 0, 0], "{st}");
+    assert_eq!(pg(1), [0, 1, 0, 0], "{st}");
 
     // The counters stay with the bdevs when the namespaces go; reset-mode clears them.
     rpc(&d, &["nvmf_subsystem_remove_ns", NQN, "1"]);

@@ -50,7 +50,8 @@ struct Args {
     /// Subsystem NQN of the default volume.
     #[arg(long, default_value = DEFAULT_NQN)]
     nqn: String,
-    /// Reactor core mask (SPDK's -m), e.g. 0x1.
+    /// Reactor core mask (SPDK's -m), e.g. 0x3: one pinned reactor per core; the lowest
+    /// core's reactor owns controllers and pools.
     #[arg(short = 'm', long = "cpumask", default_value = "0x1", value_parser = parse_mask)]
     cpumask: u64,
     /// Busy-poll instead of the adaptive default (for benchmarks).

@@ -113,6 +113,8 @@ pub struct QueueCtx {
     pub local_addr: Option<SocketAddr>,
     /// The host's address (`nvmf_subsystem_get_qpairs`).
     pub peer_addr: Option<SocketAddr>,
+    /// The reactor (SPDK's poll group) serving the connection.
+    pub poll_group: u16,
 }
 
 impl QueueCtx {
@@ -125,7 +127,14 @@ impl QueueCtx {
             sq_flow_disabled: false,
             local_addr,
             peer_addr: None,
+            poll_group: 0,
         }
+    }
+
+    /// Records the poll group (reactor) serving the queue.
+    pub fn on_poll_group(mut self, group: u16) -> Self {
+        self.poll_group = group;
+        self
     }
 
     /// Records the host's address.
@@ -226,6 +235,8 @@ pub const ERROR_LOG_ENTRIES: usize = 64;
 pub struct QueueAddrs {
     pub local: Option<SocketAddr>,
     pub peer: Option<SocketAddr>,
+    /// The poll group (reactor) serving the queue.
+    pub poll_group: u16,
 }
 
 /// A live controller as management sees it (`nvmf_subsystem_get_controllers`/`_qpairs`).
@@ -322,10 +333,15 @@ pub struct TargetState {
     now_ms: u64,
     /// Set by an I/O whose bdev asked for it to run again later.
     retry_wanted: bool,
-    /// Cumulative queue and command counts.
-    totals: PollGroupStat,
-    /// Transport connections open (connected to a controller or not).
-    open_connections: u64,
+    /// Per poll group (reactor): cumulative queue and command counts, and transport
+    /// connections open (connected to a controller or not).
+    groups: Vec<GroupTotals>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct GroupTotals {
+    stat: PollGroupStat,
+    open: u64,
 }
 
 /// A failed command: its status and the DW0 that goes with it (Connect: IATTR/IPO).
@@ -379,8 +395,7 @@ impl TargetState {
             async_completions: Vec::new(),
             now_ms: 0,
             retry_wanted: false,
-            totals: PollGroupStat::default(),
-            open_connections: 0,
+            groups: vec![GroupTotals::default()],
         }
     }
 
@@ -597,19 +612,57 @@ impl TargetState {
 
     /// Queue and command counts (one reactor = one SPDK poll group).
     pub fn poll_group_stat(&self) -> PollGroupStat {
-        let io: usize = self
-            .controllers
-            .values()
-            .map(|c| c.queues.keys().filter(|&&q| q != 0).count())
-            .sum();
-        let admin = self.controllers.len() as u64;
-        let io = io as u64;
-        PollGroupStat {
-            current_admin_qpairs: admin,
-            current_io_qpairs: io,
-            current_unassociated_qpairs: self.open_connections.saturating_sub(admin + io),
-            ..self.totals
+        self.poll_group_stats()
+            .into_iter()
+            .fold(PollGroupStat::default(), |a, g| PollGroupStat {
+                admin_qpairs: a.admin_qpairs + g.admin_qpairs,
+                io_qpairs: a.io_qpairs + g.io_qpairs,
+                current_admin_qpairs: a.current_admin_qpairs + g.current_admin_qpairs,
+                current_io_qpairs: a.current_io_qpairs + g.current_io_qpairs,
+                current_unassociated_qpairs: a.current_unassociated_qpairs
+                    + g.current_unassociated_qpairs,
+                completed_nvme_io: a.completed_nvme_io + g.completed_nvme_io,
+            })
+    }
+
+    /// Statistics of each poll group (reactor), by index.
+    pub fn poll_group_stats(&self) -> Vec<PollGroupStat> {
+        let mut admin = vec![0u64; self.groups.len()];
+        let mut io = vec![0u64; self.groups.len()];
+        for (qid, a) in self.controllers.values().flat_map(|c| c.queues.iter()) {
+            let n = if *qid == 0 { &mut admin } else { &mut io };
+            if let Some(x) = n.get_mut(usize::from(a.poll_group)) {
+                *x += 1;
+            }
         }
+        self.groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                let (a, q) = (admin.get(i).copied(), io.get(i).copied());
+                let (a, q) = (a.unwrap_or(0), q.unwrap_or(0));
+                PollGroupStat {
+                    current_admin_qpairs: a,
+                    current_io_qpairs: q,
+                    current_unassociated_qpairs: g.open.saturating_sub(a + q),
+                    ..g.stat
+                }
+            })
+            .collect()
+    }
+
+    /// Declares `n` poll groups (one per reactor; at least one).
+    pub fn set_poll_groups(&mut self, n: usize) {
+        self.groups.resize(n.max(1), GroupTotals::default());
+    }
+
+    /// The counters of poll group `g` (grown on demand).
+    fn group(&mut self, g: u16) -> &mut GroupTotals {
+        let i = usize::from(g);
+        if i >= self.groups.len() {
+            self.groups.resize(i + 1, GroupTotals::default());
+        }
+        &mut self.groups[i]
     }
 
     /// The I/O counters of every namespace bdev that keeps them and whose name `want`
@@ -689,12 +742,18 @@ impl TargetState {
     /// A transport connection was accepted (for [`PollGroupStat`]); every connection ends
     /// with one [`TargetState::queue_closed`].
     pub fn connection_opened(&mut self) {
-        self.open_connections += 1;
+        self.connection_opened_on(0);
+    }
+
+    /// A transport connection was accepted for poll group (reactor) `group`.
+    pub fn connection_opened_on(&mut self, group: u16) {
+        self.group(group).open += 1;
     }
 
     /// A connection went away. Closing the admin queue ends the controller.
     pub fn queue_closed(&mut self, q: &QueueCtx) {
-        self.open_connections = self.open_connections.saturating_sub(1);
+        let g = self.group(q.poll_group);
+        g.open = g.open.saturating_sub(1);
         let Some(id) = q.cntlid else { return };
         let Some(c) = self.controllers.get_mut(&id) else {
             return;
@@ -739,7 +798,7 @@ impl TargetState {
         if let Err(status) = r {
             if is_io_command(q, sqe) {
                 self.record_error(q, sqe, status);
-                self.totals.completed_nvme_io += 1;
+                self.group(q.poll_group).stat.completed_nvme_io += 1;
             }
         }
         r
@@ -838,7 +897,7 @@ impl TargetState {
             }
         };
         if io_command {
-            self.totals.completed_nvme_io += 1;
+            self.group(q.poll_group).stat.completed_nvme_io += 1;
         }
         Outcome::Complete(cqe)
     }
@@ -986,6 +1045,7 @@ impl TargetState {
         let addrs = QueueAddrs {
             local: q.local_addr,
             peer: q.peer_addr,
+            poll_group: q.poll_group,
         };
         info!(
             "controller {cntlid}: {} connected to {subnqn} (kato {kato_ms} ms)",
@@ -1017,7 +1077,7 @@ impl TargetState {
                 error_count: 0,
             },
         );
-        self.totals.admin_qpairs += 1;
+        self.group(q.poll_group).stat.admin_qpairs += 1;
         q.qid = 0;
         q.cntlid = Some(cntlid);
         q.sqsize = cmd.sqsize;
@@ -1063,15 +1123,17 @@ impl TargetState {
             QueueAddrs {
                 local: q.local_addr,
                 peer: q.peer_addr,
+                poll_group: q.poll_group,
             },
         );
-        self.totals.io_qpairs += 1;
         debug!("controller {}: I/O queue {} connected", c.cntlid, cmd.qid);
+        let cntlid = c.cntlid;
         q.qid = cmd.qid;
-        q.cntlid = Some(c.cntlid);
+        q.cntlid = Some(cntlid);
         q.sqsize = cmd.sqsize;
         q.sq_flow_disabled = cmd.sq_flow_disabled();
-        ConnectResponse::success(c.cntlid)
+        self.group(q.poll_group).stat.io_qpairs += 1;
+        ConnectResponse::success(cntlid)
     }
 
     fn alloc_cntlid(&mut self) -> Option<u16> {

@@ -105,8 +105,10 @@ pub const METHODS: &[&str] = &[
     "thin_delta",
 ];
 
-/// The one poll group (reactor) name, SPDK's `nvmf_tgt_poll_group_NNN`.
-const POLL_GROUP: &str = "nvmf_tgt_poll_group_000";
+/// The name of poll group (reactor) `i`, SPDK's `nvmf_tgt_poll_group_NNN`.
+fn poll_group_name(i: impl std::fmt::Display) -> String {
+    format!("nvmf_tgt_poll_group_{i:0>3}")
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum BaseKind {
@@ -2331,7 +2333,8 @@ impl State {
         for c in &ctrls {
             for (qid, a) in &c.queues {
                 let mut v = json!({"cntlid": c.cntlid, "qid": qid, "state": "enabled",
-                                   "thread": POLL_GROUP, "hostnqn": c.hostnqn});
+                                   "thread": poll_group_name(a.poll_group),
+                                   "hostnqn": c.hostnqn});
                 if let Some(l) = a.local {
                     v["listen_address"] = Self::addr_json(l);
                 }
@@ -2348,26 +2351,34 @@ impl State {
         let mut p = Params::new(p, nvmf_decode())?;
         Self::check_tgt(&mut p, "Unable to find a target.")?;
         p.finish()?;
-        let s = self
+        let groups = self
             .target()?
-            .with_state(|st| st.poll_group_stat())
+            .with_state(|st| st.poll_group_stats())
             .map_err(|_| RpcError::internal())?;
         let transports = if self.transport.is_some() {
             json!([{"trtype": "TCP"}])
         } else {
             json!([])
         };
-        Ok(json!({"tick_rate": TICK_RATE, "poll_groups": [{
-            "name": POLL_GROUP,
-            "admin_qpairs": s.admin_qpairs, "io_qpairs": s.io_qpairs,
-            "current_admin_qpairs": s.current_admin_qpairs,
-            "current_io_qpairs": s.current_io_qpairs,
-            "current_unassociated_qpairs": s.current_unassociated_qpairs,
-            // I/O is synchronous on the reactor: nothing ever waits for a bdev.
-            "pending_bdev_io": 0,
-            "completed_nvme_io": s.completed_nvme_io,
-            "transports": transports,
-        }]}))
+        let groups: Vec<Value> = groups
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                json!({
+                    "name": poll_group_name(i),
+                    "admin_qpairs": s.admin_qpairs, "io_qpairs": s.io_qpairs,
+                    "current_admin_qpairs": s.current_admin_qpairs,
+                    "current_io_qpairs": s.current_io_qpairs,
+                    "current_unassociated_qpairs": s.current_unassociated_qpairs,
+                    // Bdev I/O is synchronous on the owner reactor: nothing waits for a
+                    // bdev between polls.
+                    "pending_bdev_io": 0,
+                    "completed_nvme_io": s.completed_nvme_io,
+                    "transports": transports,
+                })
+            })
+            .collect();
+        Ok(json!({"tick_rate": TICK_RATE, "poll_groups": groups}))
     }
 
     fn dispatch(&mut self, method: &str, p: Option<Value>) -> Result<Value, RpcError> {

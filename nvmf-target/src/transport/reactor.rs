@@ -384,10 +384,11 @@ impl Reactor {
                     let _ = stream.set_nodelay(true);
                     let token = self.next_conn;
                     self.next_conn += 1;
-                    state.connection_opened();
                     let n = self.links.len().max(1);
                     let to = self.next_reactor % n;
                     self.next_reactor = (to + 1) % n;
+                    let group = u16::try_from(to).unwrap_or(u16::MAX);
+                    state.connection_opened_on(group);
                     if to == self.idx {
                         if let Err(e) = self.adopt(stream, peer, token) {
                             warn!("connection from {peer}: {e}");
@@ -397,8 +398,10 @@ impl Reactor {
                     }
                     let local = stream.local_addr().ok();
                     let id = ConnId { reactor: to, token };
-                    self.remote
-                        .opened(id, QueueCtx::new(local).with_peer(Some(peer)));
+                    let q = QueueCtx::new(local)
+                        .with_peer(Some(peer))
+                        .on_poll_group(group);
+                    self.remote.opened(id, q);
                     let sent = self.links.get(to).is_some_and(|l| {
                         l.send(Msg::Adopt {
                             stream,
