@@ -49,6 +49,9 @@ struct Opts {
     dir: PathBuf,
     only: Option<String>,
     rounds: u32,
+    cpumask: u64,
+    adaptive: bool,
+    connections: u16,
 }
 
 fn opts() -> Result<Opts, Error> {
@@ -59,6 +62,9 @@ fn opts() -> Result<Opts, Error> {
         dir: std::env::temp_dir(),
         only: None,
         rounds: 3,
+        cpumask: 0x1,
+        adaptive: false,
+        connections: 1,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -70,9 +76,15 @@ fn opts() -> Result<Opts, Error> {
             "--dir" => o.dir = PathBuf::from(val()?),
             "--only" => o.only = Some(val()?),
             "--rounds" => o.rounds = val()?.parse::<u32>()?.max(1),
+            "-m" | "--cpumask" => {
+                let v = val()?;
+                o.cpumask = u64::from_str_radix(v.trim_start_matches("0x"), 16)?;
+            }
+            "--adaptive" => o.adaptive = true,
+            "--connections" | "-c" => o.connections = val()?.parse::<u16>()?.max(1),
             "-h" | "--help" => {
                 println!(
-                    "target_bench [--time SECS] [--qd N] [--busy] [--dir PATH] [--only SUBSTRING] [--rounds N]"
+                    "target_bench [--time SECS] [--qd N] [--busy] [--dir PATH] [--only SUBSTRING] [--rounds N] [-m MASK] [--adaptive] [--connections N]"
                 );
                 std::process::exit(0);
             }
@@ -119,8 +131,12 @@ fn main() -> Result<(), Error> {
 
 fn run(o: &Opts, dir: &Path) -> Result<(), Error> {
     println!(
-        "target_bench: one busy reactor, initiator {} on another thread, qd {}, {:.1} s per case, 127.0.0.1",
+        "target_bench: {} {} reactor(s) (mask {:#x}), initiator {} with {} connection(s), qd {} each, {:.1} s per case, 127.0.0.1",
+        o.cpumask.count_ones(),
+        if o.adaptive { "adaptive" } else { "busy" },
+        o.cpumask,
         if o.busy { "busy-polling" } else { "blocking" },
+        o.connections,
         o.qd,
         o.time.as_secs_f64()
     );
@@ -175,9 +191,14 @@ fn run(o: &Opts, dir: &Path) -> Result<(), Error> {
     let thin = pool.volume("thin_prov", 1, THIN_BYTES, 4096, [2; 16])?;
     let fresh = pool.volume("thin_fresh", 2, FRESH_BYTES, 4096, [3; 16])?;
 
-    // The reactor pinned to core 0, as `nvmf_tgt -m 0x1` runs.
+    // Reactors pinned to the cores of the mask, as `nvmf_tgt -m MASK` runs (default 0x1).
     let mut t = Target::new(TargetConfig {
-        poll_mode: PollMode::Busy,
+        cpumask: o.cpumask,
+        poll_mode: if o.adaptive {
+            PollMode::Adaptive
+        } else {
+            PollMode::Busy
+        },
         pin_reactors: true,
         ..TargetConfig::default()
     });
@@ -230,12 +251,14 @@ fn run(o: &Opts, dir: &Path) -> Result<(), Error> {
         c.queue_depth = o.qd;
         c.duration = o.time;
         c.busy_poll = o.busy;
+        c.connections = o.connections;
         c
     };
 
     // Provision namespace 2 fully: one sequential pass of 128 KiB writes (through R2T).
     let mut pre = base(2, Workload::Write, 131072);
     pre.io_limit = Some(THIN_BYTES / 131072);
+    pre.connections = 1;
     let r = perf::run(&pre)?;
     let st = pool.stats()?;
     notes.push(format!(
@@ -249,6 +272,7 @@ fn run(o: &Opts, dir: &Path) -> Result<(), Error> {
     pool.commit()?;
     let mut pre = base(4, Workload::Write, 131072);
     pre.io_limit = Some(THIN_BYTES / 131072);
+    pre.connections = 1;
     let r = perf::run(&pre)?;
     notes.push(format!(
         "pre-wrote thin_ram: {} MiB in {:.2} s ({:.0} MiB/s)",
@@ -261,6 +285,7 @@ fn run(o: &Opts, dir: &Path) -> Result<(), Error> {
     // otherwise measure page faults), as SPDK's malloc bdev sits in pinned memory.
     let mut pre = base(1, Workload::Write, 131072);
     pre.io_limit = Some(MALLOC_BYTES / 131072);
+    pre.connections = 1;
     let r = perf::run(&pre)?;
     notes.push(format!(
         "pre-wrote malloc0: {} MiB in {:.2} s ({:.0} MiB/s)",

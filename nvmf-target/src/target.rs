@@ -65,6 +65,51 @@ impl Default for TargetConfig {
     }
 }
 
+impl TargetConfig {
+    /// Checks the settings: MAXH2CDATA, and a cpumask naming cores this process may run
+    /// on (when reactors are pinned).
+    pub fn check(&self) -> Result<(), TargetError> {
+        let m = self.maxh2cdata;
+        if m < 4096 || !m.is_multiple_of(4) {
+            return Err(TargetError::Config(format!(
+                "MAXH2CDATA {m} must be >= 4096 and a multiple of 4"
+            )));
+        }
+        if self.cpumask == 0 {
+            return Err(TargetError::Config("empty cpumask".into()));
+        }
+        if self.pin_reactors {
+            // As SPDK refuses a mask naming cores it may not run on: reactors sharing a
+            // core would take turns, and a busy one would starve the other.
+            if let Ok(allowed) = rustix::thread::sched_getaffinity(None) {
+                let missing: Vec<usize> = self
+                    .cores()
+                    .into_iter()
+                    .filter(|&c| c >= rustix::thread::CpuSet::MAX_CPU || !allowed.is_set(c))
+                    .collect();
+                if !missing.is_empty() {
+                    let usable: Vec<usize> = (0..rustix::thread::CpuSet::MAX_CPU)
+                        .filter(|&c| allowed.is_set(c))
+                        .collect();
+                    return Err(TargetError::Config(format!(
+                        "cpumask {:#x} names cores {missing:?} this process may not use \
+                         (usable cores: {usable:?})",
+                        self.cpumask
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The cores of the mask, lowest first: one reactor each.
+    pub fn cores(&self) -> Vec<usize> {
+        (0..64)
+            .filter(|c| self.cpumask & (1u64 << c) != 0)
+            .collect()
+    }
+}
+
 /// Errors of the target API.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -137,23 +182,12 @@ impl Target {
     }
 
     fn check(&self) -> Result<(), TargetError> {
-        let m = self.config.maxh2cdata;
-        if m < 4096 || !m.is_multiple_of(4) {
-            return Err(TargetError::Config(format!(
-                "MAXH2CDATA {m} must be >= 4096 and a multiple of 4"
-            )));
-        }
-        if self.config.cpumask == 0 {
-            return Err(TargetError::Config("empty cpumask".into()));
-        }
-        Ok(())
+        self.config.check()
     }
 
     /// The cores of the mask, lowest first: one reactor each.
     fn cores(&self) -> Vec<usize> {
-        (0..64)
-            .filter(|c| self.config.cpumask & (1u64 << c) != 0)
-            .collect()
+        self.config.cores()
     }
 
     /// Builds one reactor per core, linked to each other; the first gets the listeners.

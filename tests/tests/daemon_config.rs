@@ -469,3 +469,27 @@ fn lvol_without_thin_device_is_reported_and_the_rest_served() {
     );
     d.terminate(20);
 }
+
+/// A cpumask naming a core this process may not run on stops start-up before anything is
+/// created, as SPDK refuses such a mask; an empty or malformed mask too.
+#[test]
+fn cpumask_of_unusable_cores_is_refused() {
+    let dir = ScratchDir::new("daemon-cpumask").expect("temp dir");
+    let data = dir.path().join("data");
+    for (mask, expect) in [
+        ("0x8000000000000000", "names cores [63]"),
+        ("0", "cpumask must name a core"),
+        ("0xzz", "bad cpumask"),
+    ] {
+        let (code, err) = run_failing(&[
+            "--data-dir".as_ref(),
+            data.as_os_str(),
+            "-m".as_ref(),
+            mask.as_ref(),
+        ]);
+        assert_ne!(code, Some(0), "{mask}: {err}");
+        assert!(err.contains(expect), "{mask}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(!data.exists(), "{mask}: the data folder was created");
+    }
+}

@@ -240,6 +240,7 @@ fn serve(a: Args) -> Result<(), String> {
         },
         ..TargetConfig::default()
     };
+    cfg.check().map_err(|e| e.to_string())?;
     let mut target = Target::new(cfg);
     let pool = if !serve_default {
         None
