@@ -57,6 +57,8 @@ pub(crate) enum Req {
     },
     /// The connection is gone.
     Closed { id: ConnId },
+    /// Buffers of read data already sent, for the owner's next reads.
+    Spares(Vec<Vec<u8>>),
 }
 
 /// From the owner to a connection's reactor.
@@ -123,7 +125,12 @@ pub(crate) struct RemoteQueues {
     queues: HashMap<ConnId, RemoteQueue>,
     /// Responses gathered during this pass, per destination reactor.
     out: HashMap<usize, Vec<Resp>>,
+    /// Data buffers to reuse (writes executed, reads returned): no allocation per I/O.
+    free: Vec<Vec<u8>>,
 }
+
+/// Most buffers the owner keeps for reuse.
+const FREE_BUFS: usize = 256;
 
 impl RemoteQueues {
     /// A connection handed to another reactor.
@@ -135,6 +142,12 @@ impl RemoteQueues {
                 parked: VecDeque::new(),
             },
         );
+    }
+
+    fn recycle(&mut self, buf: Vec<u8>) {
+        if buf.capacity() > 0 && self.free.len() < FREE_BUFS {
+            self.free.push(buf);
+        }
     }
 
     fn push(&mut self, reactor: usize, r: Resp) {
@@ -165,6 +178,11 @@ impl RemoteQueues {
                                 q: None,
                             },
                         );
+                    }
+                }
+                Req::Spares(bufs) => {
+                    for b in bufs {
+                        self.recycle(b);
                     }
                 }
                 Req::Closed { id } => {
@@ -204,7 +222,7 @@ impl RemoteQueues {
             }
             Ok(DataXfer::FromHost(len)) => Resp::R2t { token, sqe, len },
             Ok(DataXfer::ToHost(len)) => {
-                let mut buf = data;
+                let mut buf = self.free.pop().unwrap_or(data);
                 buf.clear();
                 buf.resize(len as usize, 0);
                 match state.execute(&mut rq.q, &sqe, &[], &mut buf, now_ms) {
@@ -248,8 +266,9 @@ impl RemoteQueues {
                         q,
                     },
                 );
+                self.recycle(data);
             }
-            Outcome::Held => {}
+            Outcome::Held => self.recycle(data),
             Outcome::Retry => {
                 debug!("qid {}: parking {sqe} until the bdev can take it", rq.q.qid);
                 rq.parked.push_back((sqe, data));

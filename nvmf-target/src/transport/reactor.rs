@@ -291,6 +291,7 @@ impl Reactor {
                 }
             }
             (Msg::Resp(batch), None) => {
+                let mut spares = Vec::new();
                 for r in batch {
                     let token = match &r {
                         Resp::Complete { token, .. }
@@ -303,9 +304,12 @@ impl Reactor {
                     };
                     if matches!(r, Resp::Kill { .. }) {
                         c.dead = true;
-                    } else {
-                        c.conn.on_resp(r);
+                    } else if let Some(b) = c.conn.on_resp(r) {
+                        spares.push(b);
                     }
+                }
+                if !spares.is_empty() {
+                    self.reqs.push(Req::Spares(spares));
                 }
             }
             (_, _) => warn!("reactor {}: message for another reactor's role", self.idx),

@@ -31,6 +31,9 @@ use crate::wire::pdu::{FatalError, FatalReason, Fes};
 use crate::wire::sqe::Sqe;
 use crate::wire::status::{CompletionStatus, Status};
 
+/// Data buffers a connection keeps for reuse.
+const FREE_BUFS: usize = 16;
+
 /// Stop reading from a connection while this many bytes wait to be sent.
 pub const TX_HIGH_WATER: usize = 8 << 20;
 
@@ -311,8 +314,9 @@ impl Connection {
 
 impl Connection {
     /// Takes the owner's answer to a command this connection forwarded
-    /// ([`Backend::Remote`]).
-    pub(crate) fn on_resp(&mut self, r: Resp) {
+    /// ([`Backend::Remote`]). Returns a spent data buffer this connection has no room to
+    /// keep (for the owner's next reads).
+    pub(crate) fn on_resp(&mut self, r: Resp) -> Option<Vec<u8>> {
         let st = &mut self.st;
         match r {
             Resp::Complete { cqe, q, .. } => {
@@ -325,6 +329,11 @@ impl Connection {
             Resp::Data { cqe, data, .. } => {
                 st.outstanding = st.outstanding.saturating_sub(1);
                 st.push_data(cqe, &data);
+                if st.free_bufs.len() < FREE_BUFS {
+                    st.free_bufs.push(data);
+                } else {
+                    return Some(data);
+                }
             }
             Resp::R2t { sqe, len, .. } => {
                 st.outstanding = st.outstanding.saturating_sub(1);
@@ -333,6 +342,7 @@ impl Connection {
             // The reactor closes the connection.
             Resp::Kill { .. } => {}
         }
+        None
     }
 }
 
@@ -441,10 +451,18 @@ impl ConnState {
             Backend::Local(t) => &mut **t,
             Backend::Remote { id, reqs } => {
                 self.outstanding += 1;
+                let data = if cmd.data.is_empty() {
+                    Vec::new()
+                } else {
+                    let mut b = self.free_bufs.pop().unwrap_or_default();
+                    b.clear();
+                    b.extend_from_slice(cmd.data);
+                    b
+                };
                 reqs.push(Req::Capsule {
                     id: *id,
                     sqe,
-                    data: cmd.data.to_vec(),
+                    data,
                     check: cmd.sgl_data_check(),
                 });
                 return;
@@ -493,7 +511,7 @@ impl ConnState {
     }
 
     fn recycle(&mut self, buf: Vec<u8>) {
-        if self.free_bufs.len() < 16 && buf.capacity() > 0 {
+        if self.free_bufs.len() < FREE_BUFS && buf.capacity() > 0 {
             self.free_bufs.push(buf);
         }
     }
