@@ -2,7 +2,10 @@
 //! thin volumes. The controller sees only the [`Bdev`] trait.
 //!
 //! I/O is synchronous and runs on the reactor that owns the bdev (one owner, no locks): a
-//! thin volume's pool metadata belongs to exactly one reactor.
+//! thin volume's pool metadata belongs to exactly one reactor. Each call returns when its
+//! I/O completed; the file bdev moves data through a small io_uring of its own where the
+//! kernel allows it (else positional I/O), and [`Bdev::read_segments`] lets a caller hand
+//! several reads over at once (a thin volume's data blocks of one request).
 
 use thiserror::Error;
 
@@ -59,6 +62,15 @@ pub trait Bdev: Send {
     fn uuid(&self) -> [u8; 16];
     /// Reads `buf.len() / block_size` blocks at `lba`.
     fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), BdevError>;
+    /// Reads several `(lba, buffer)` segments, as [`Bdev::read`] would one after the other.
+    /// Bdevs that can issue them together override it (the file bdev: one io_uring
+    /// submission for all); wrappers forward it so that the batch reaches the bottom.
+    fn read_segments(&mut self, segs: &mut [(u64, &mut [u8])]) -> Result<(), BdevError> {
+        for (lba, buf) in segs.iter_mut() {
+            self.read(*lba, buf)?;
+        }
+        Ok(())
+    }
     /// Writes `data.len() / block_size` blocks at `lba`; `fua` makes them durable first.
     fn write(&mut self, lba: u64, data: &[u8], fua: bool) -> Result<(), BdevError>;
     /// Makes every completed write durable.

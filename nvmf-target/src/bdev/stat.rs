@@ -8,6 +8,8 @@
 //! Invariants:
 //! * only successful I/Os are counted (as SPDK does); Write Zeroes and Flush are not
 //!   counted (SPDK has no counter for them);
+//! * [`Bdev::read_segments`] is forwarded as one call (the inner bdev may batch it) and
+//!   counts one read per segment, each with the whole call's latency;
 //! * latencies are in ticks of [`TICK_RATE`] per second (nanoseconds), measured around the
 //!   bdev call; `min_*` is 0 while no I/O of that kind happened;
 //! * counters never wrap in practice (`saturating_add`).
@@ -151,6 +153,19 @@ impl Bdev for StatBdev {
             inner.read(lba, buf)
         })
     }
+    fn read_segments(&mut self, segs: &mut [(u64, &mut [u8])]) -> Result<(), BdevError> {
+        // Forwarded whole, so that the inner bdev can batch them; each segment counts as
+        // one read whose latency is the batch's (they were in flight together).
+        let t = Instant::now();
+        let r = self.inner.read_segments(segs);
+        if r.is_ok() {
+            let ticks = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            for (_, buf) in segs.iter() {
+                self.stat.read.record(buf.len() as u64, ticks);
+            }
+        }
+        r
+    }
     fn write(&mut self, lba: u64, data: &[u8], fua: bool) -> Result<(), BdevError> {
         let inner = &mut self.inner;
         timed(&mut self.stat.write, data.len() as u64, || {
@@ -211,5 +226,73 @@ mod tests {
         assert_eq!((s.write.ops, s.write.max_latency_ticks), (2, 0));
         b.io_stat_mut().expect("stat").reset(ResetMode::All);
         assert_eq!(*b.io_stat().expect("stat"), IoStat::default());
+    }
+
+    /// Counts the `read_segments` calls that reach it.
+    struct Segments(Malloc, std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+    impl Bdev for Segments {
+        fn name(&self) -> &str {
+            self.0.name()
+        }
+        fn block_size(&self) -> u32 {
+            self.0.block_size()
+        }
+        fn num_blocks(&self) -> u64 {
+            self.0.num_blocks()
+        }
+        fn uuid(&self) -> [u8; 16] {
+            self.0.uuid()
+        }
+        fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), BdevError> {
+            self.0.read(lba, buf)
+        }
+        fn read_segments(&mut self, segs: &mut [(u64, &mut [u8])]) -> Result<(), BdevError> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.0.read_segments(segs)
+        }
+        fn write(&mut self, lba: u64, data: &[u8], fua: bool) -> Result<(), BdevError> {
+            self.0.write(lba, data, fua)
+        }
+        fn flush(&mut self) -> Result<(), BdevError> {
+            self.0.flush()
+        }
+        fn write_zeroes(&mut self, lba: u64, count: u64) -> Result<(), BdevError> {
+            self.0.write_zeroes(lba, count)
+        }
+        fn deallocate(&mut self, lba: u64, count: u64) -> Result<(), BdevError> {
+            self.0.deallocate(lba, count)
+        }
+    }
+
+    #[test]
+    fn read_segments_are_forwarded_whole_and_counted_as_reads() {
+        let m = Malloc::new("m", 64, 512, [1; 16]).expect("malloc");
+        let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut b = StatBdev::new(Box::new(Segments(m, calls.clone())));
+        b.write(0, &[7u8; 2048], false).expect("write");
+        let (mut x, mut y) = ([0u8; 512], [0u8; 1024]);
+        b.read_segments(&mut [(1, &mut x[..]), (2, &mut y[..])])
+            .expect("read_segments");
+        assert!(x.iter().chain(&y).all(|&v| v == 7));
+        let s = *b.io_stat().expect("stat");
+        assert_eq!(
+            (s.read.ops, s.read.bytes),
+            (2, 1536),
+            "one read per segment"
+        );
+        assert!(s.read.latency_ticks >= s.read.max_latency_ticks);
+        let mut over = [0u8; 1024];
+        assert!(b.read_segments(&mut [(63, &mut over[..])]).is_err());
+        assert_eq!(
+            b.io_stat().expect("stat").read.ops,
+            2,
+            "failures are not counted"
+        );
+        assert_eq!(
+            calls.load(std::sync::atomic::Ordering::Relaxed),
+            2,
+            "both calls reached the inner bdev whole"
+        );
     }
 }

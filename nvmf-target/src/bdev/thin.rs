@@ -46,6 +46,9 @@ pub const DEFAULT_CACHE_BLOCKS: usize = 4096;
 pub const DEFAULT_COMMIT_INTERVAL_MS: u64 = 1000;
 /// How long writes wait for a pool out of data space to grow (dm-thin's default).
 pub const DEFAULT_NO_SPACE_TIMEOUT_MS: u64 = 60_000;
+/// Most mapped data-block pieces of one read handed to the data device in one
+/// [`Bdev::read_segments`] call (2 MiB of 64 KiB blocks); longer reads make several calls.
+const READ_SEGMENTS_MAX: usize = 32;
 
 fn pool_err(e: PoolError) -> BdevError {
     match e {
@@ -248,12 +251,16 @@ impl Inner {
         }
     }
 
+    /// The data device's LBA of byte `off` of data block `block`.
+    fn data_lba(&mut self, block: u64, off: u64) -> u64 {
+        let pos = self.data_region.start + block * self.block_bytes + off;
+        pos / u64::from(self.data_dev().block_size())
+    }
+
     /// Reads `buf.len()` bytes at byte `off` of data block `block`.
     fn data_read(&mut self, block: u64, off: u64, buf: &mut [u8]) -> Result<(), BdevError> {
-        let pos = self.data_region.start + block * self.block_bytes + off;
-        let dev = self.data_dev();
-        let lba = pos / u64::from(dev.block_size());
-        dev.read(lba, buf)
+        let lba = self.data_lba(block, off);
+        self.data_dev().read(lba, buf)
     }
 
     /// Writes `data` at byte `off` of data block `block`.
@@ -763,14 +770,29 @@ impl Bdev for ThinVolume {
     fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), BdevError> {
         let (start, end) = self.bytes(lba, self.blocks(buf.len())?)?;
         let mut g = lock(&self.pool)?;
-        let mut at = 0usize;
+        // The mapped pieces go to the data device together (one `read_segments` call per
+        // READ_SEGMENTS_MAX of them); unmapped pieces read as zeroes.
+        let mut segs: [(u64, &mut [u8]); READ_SEGMENTS_MAX] =
+            std::array::from_fn(|_| (0, Default::default()));
+        let mut k = 0;
+        let mut rest = buf;
         for (vb, off, n) in self.pieces(start, end) {
-            let dst = &mut buf[at..at + n];
+            let (dst, tail) = std::mem::take(&mut rest).split_at_mut(n);
+            rest = tail;
             match g.pool.lookup_data(self.dev_id, vb).map_err(pool_err)? {
-                Some(bt) => g.data_read(bt.block, off as u64, dst)?,
+                Some(bt) => {
+                    if k == READ_SEGMENTS_MAX {
+                        g.data_dev().read_segments(&mut segs[..k])?;
+                        k = 0;
+                    }
+                    segs[k] = (g.data_lba(bt.block, off as u64), dst);
+                    k += 1;
+                }
                 None => dst.fill(0),
             }
-            at += n;
+        }
+        if k > 0 {
+            g.data_dev().read_segments(&mut segs[..k])?;
         }
         Ok(())
     }
@@ -1149,5 +1171,147 @@ mod tests {
         let mut r = vec![0u8; 4096];
         v.read(0, &mut r).unwrap();
         assert_eq!(r, pattern(4, 4096));
+    }
+
+    /// Records how reads reach the data device: segments per `read_segments` call, and
+    /// single reads.
+    struct ReadLog(crate::bdev::malloc::Malloc, Arc<Mutex<(Vec<usize>, usize)>>);
+
+    impl Bdev for ReadLog {
+        fn name(&self) -> &str {
+            self.0.name()
+        }
+        fn block_size(&self) -> u32 {
+            self.0.block_size()
+        }
+        fn num_blocks(&self) -> u64 {
+            self.0.num_blocks()
+        }
+        fn uuid(&self) -> [u8; 16] {
+            self.0.uuid()
+        }
+        fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), BdevError> {
+            self.1.lock().unwrap().1 += 1;
+            self.0.read(lba, buf)
+        }
+        fn read_segments(&mut self, segs: &mut [(u64, &mut [u8])]) -> Result<(), BdevError> {
+            self.1.lock().unwrap().0.push(segs.len());
+            self.0.read_segments(segs)
+        }
+        fn write(&mut self, lba: u64, data: &[u8], fua: bool) -> Result<(), BdevError> {
+            self.0.write(lba, data, fua)
+        }
+        fn flush(&mut self) -> Result<(), BdevError> {
+            self.0.flush()
+        }
+        fn write_zeroes(&mut self, lba: u64, count: u64) -> Result<(), BdevError> {
+            self.0.write_zeroes(lba, count)
+        }
+        fn deallocate(&mut self, lba: u64, count: u64) -> Result<(), BdevError> {
+            self.0.deallocate(lba, count)
+        }
+    }
+
+    #[test]
+    fn a_read_hands_its_mapped_blocks_to_the_data_device_in_one_call() {
+        use crate::bdev::malloc::Malloc;
+        let log = Arc::new(Mutex::new((Vec::new(), 0)));
+        let pool = ThinPool::create_on(
+            PoolDevices {
+                meta: Box::new(Malloc::new("m", 1024, 4096, [0; 16]).unwrap()),
+                meta_region: Region::WHOLE,
+                data: Some(Box::new(ReadLog(
+                    Malloc::new("d", 64 * 128, 512, [1; 16]).unwrap(),
+                    log.clone(),
+                ))),
+                data_region: Region::WHOLE,
+            },
+            128,
+            64,
+        )
+        .unwrap();
+        pool.with_pool(|p| p.create_thin(0)).unwrap();
+        let mut v = pool.volume("v", 0, 64 * 65536, 4096, [0; 16]).unwrap();
+        // Data blocks 0 and 2 (and 3's neighbour 4) mapped, 1 and 3 not.
+        for vb in [0u64, 2, 4] {
+            v.write(vb * 16, &pattern(vb as u8 + 1, 65536), false)
+                .unwrap();
+        }
+        let take =
+            |log: &Arc<Mutex<(Vec<usize>, usize)>>| std::mem::take(&mut *log.lock().unwrap());
+        take(&log);
+        // From 4 KiB into block 0 to 4 KiB into block 3: mapped, unmapped, mapped, unmapped.
+        let mut r = vec![0xAAu8; 3 * 65536];
+        v.read(1, &mut r).unwrap();
+        assert_eq!(
+            take(&log),
+            (vec![2], 0),
+            "one call with the two mapped pieces"
+        );
+        assert_eq!(&r[..61440], &pattern(1, 65536)[4096..]);
+        assert!(
+            r[61440..61440 + 65536].iter().all(|&x| x == 0),
+            "unmapped: zeroes"
+        );
+        assert_eq!(&r[126976..126976 + 65536], &pattern(3, 65536)[..]);
+        assert!(r[126976 + 65536..].iter().all(|&x| x == 0));
+        // Nothing mapped: no data device call at all.
+        v.read(16, &mut r[..65536]).unwrap();
+        assert_eq!(take(&log), (vec![], 0));
+        assert!(r[..65536].iter().all(|&x| x == 0));
+        // More mapped pieces than one call takes: several calls, in order.
+        let n = READ_SEGMENTS_MAX as u64 + 8;
+        for vb in 8..8 + n {
+            v.write(vb * 16, &pattern(vb as u8, 65536), false).unwrap();
+        }
+        take(&log);
+        let mut big = vec![0xAAu8; n as usize * 65536];
+        v.read(8 * 16, &mut big).unwrap();
+        assert_eq!(take(&log), (vec![READ_SEGMENTS_MAX, 8], 0));
+        for (i, chunk) in big.chunks(65536).enumerate() {
+            assert_eq!(chunk, &pattern(8 + i as u8, 65536)[..], "block {}", 8 + i);
+        }
+    }
+
+    #[test]
+    fn thin_volumes_on_files_read_the_same_on_both_engines() {
+        use crate::bdev::file::IoEngine;
+        for engine in [IoEngine::Uring, IoEngine::Positional] {
+            let (_t, m, d) = files(&format!("engine-{engine:?}"), 16);
+            let open = |p: &Path, bs| {
+                FileBdev::open_with_engine("f", p, bs, [0; 16], false, engine)
+                    .unwrap_or_else(|e| panic!("{engine:?} refused (io_uring unavailable?): {e}"))
+            };
+            let (mf, df) = (open(&m, 4096), open(&d, 512));
+            assert_eq!((mf.engine(), df.engine()), (engine, engine));
+            let devs = PoolDevices {
+                meta: Box::new(mf),
+                meta_region: Region::WHOLE,
+                data: Some(Box::new(df)),
+                data_region: Region::WHOLE,
+            };
+            let pool = ThinPool::create_on(devs, 128, 64).unwrap();
+            pool.with_pool(|p| p.create_thin(0)).unwrap();
+            let mut v = pool.volume("v", 0, 16 * 65536, 512, [0; 16]).unwrap();
+            // Mapped blocks 0, 1 (adjacent on the data device), 5; a partial one in 3.
+            v.write(0, &pattern(1, 2 * 65536), false).unwrap();
+            v.write(5 * 128, &pattern(2, 65536), false).unwrap();
+            v.write(3 * 128 + 9, &pattern(3, 1024), true).unwrap();
+            let mut want = vec![0u8; 16 * 65536];
+            want[..2 * 65536].copy_from_slice(&pattern(1, 2 * 65536));
+            want[5 * 65536..6 * 65536].copy_from_slice(&pattern(2, 65536));
+            let at = 3 * 65536 + 9 * 512;
+            want[at..at + 1024].copy_from_slice(&pattern(3, 1024));
+            let mut r = vec![0xAAu8; 16 * 65536];
+            v.read(0, &mut r).unwrap();
+            assert!(r == want, "{engine:?}: whole volume");
+            // An unaligned multi-block read.
+            let mut r = vec![0xAAu8; 128 * 1024];
+            v.read(100, &mut r).unwrap();
+            assert!(
+                r[..] == want[100 * 512..100 * 512 + 128 * 1024],
+                "{engine:?}"
+            );
+        }
     }
 }
