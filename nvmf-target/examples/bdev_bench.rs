@@ -16,7 +16,7 @@
 //! Buffered, the files are in the page cache (written just before): that measures the cost
 //! of the engines, not of a disk. The `O_DIRECT` cases read the disk under /tmp. Prints ns
 //! per operation for positional I/O, io_uring for everything, and `Auto` (io_uring for
-//! `read_segments` batches only), and the ratios to positional I/O.
+//! `read_segments` batches with `O_DIRECT` only), and the ratios to positional I/O.
 
 use std::time::Instant;
 

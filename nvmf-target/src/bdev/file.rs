@@ -17,15 +17,16 @@
 //! thin volume's data blocks of one request) goes to the kernel as one `io_uring_enter`.
 //!
 //! With the default [`IoEngine::Auto`] only [`Bdev::read_segments`] batches of two or more
-//! segments go through the ring; single requests (a read, a write, a flush, a
-//! fallocate) use positional I/O. [`IoEngine::Uring`] sends everything through the ring.
+//! segments on an `O_DIRECT` bdev go through the ring; single requests (a read, a write, a
+//! flush, a fallocate) and batches of cached data use positional I/O.
+//! [`IoEngine::Uring`] sends everything through the ring.
 //! Why: `bdev_bench` (both engines in the same run; Linux 6.18, ext4 on a virtio disk, two
 //! shared vCPUs) measured a single 4 KiB read of cached data at about 1.3–1.4× the cost of
 //! `pread` through io_uring, and a buffered 4 KiB write at 3–13× (the kernel hands such
 //! writes to io_uring's worker threads), while a 128 KiB `O_DIRECT` read of a thin volume,
 //! whose two or three data-block pieces go to the disk in one submission, took 0.65–0.72×
-//! the time of reading them one after the other. The price: a batch of cached buffered
-//! reads costs about 1.1–1.2× its positional cost.
+//! the time of reading them one after the other, whereas a batch of cached buffered reads
+//! cost about 1.1–1.2× its positional cost (so those stay positional).
 //!
 //! Invariants:
 //! * a buffer handed to the kernel stays borrowed until the kernel completed its request:
@@ -92,8 +93,8 @@ pub struct FileBdev {
     /// The io_uring engine; `None`: positional I/O.
     ring: Option<Ring>,
     /// Single requests go through the ring too ([`IoEngine::Uring`]); otherwise only
-    /// [`Bdev::read_segments`] batches of two or more do ([`IoEngine::Auto`], see the module
-    /// notes).
+    /// [`Bdev::read_segments`] batches of two or more with `O_DIRECT` do ([`IoEngine::Auto`],
+    /// see the module notes).
     ring_singles: bool,
 }
 
@@ -930,7 +931,8 @@ impl Bdev for FileBdev {
         for (lba, buf) in segs.iter() {
             self.offset(*lba, buf.len())?;
         }
-        if self.ring.is_none() || (segs.len() < 2 && !self.ring_singles) {
+        let batch = segs.len() >= 2 && self.direct.is_some();
+        if self.ring.is_none() || !(batch || self.ring_singles) {
             for (lba, buf) in segs.iter_mut() {
                 self.read(*lba, buf)?;
             }
@@ -1165,8 +1167,23 @@ mod engine_tests {
             .expect("one segment");
         assert_eq!(enters(&auto), before, "single requests do not use the ring");
         check_segments(&mut auto, &data, &[(1, 1), (2, 1), (200, 3)]);
+        assert_eq!(enters(&auto), before, "cached batches do not use the ring");
+        // With O_DIRECT a batch is one submission.
+        let mut direct = open(&path, 4096, true, IoEngine::Auto);
+        let before = enters(&direct);
+        direct.read(3, &mut one).expect("read");
+        assert_eq!(
+            enters(&direct),
+            before,
+            "single requests do not use the ring"
+        );
+        check_segments(&mut direct, &data, &[(1, 1), (2, 1), (200, 3)]);
         if let Some(before) = before {
-            assert_eq!(enters(&auto), Some(before + 1), "a batch is one submission");
+            assert_eq!(
+                enters(&direct),
+                Some(before + 1),
+                "a batch is one submission"
+            );
         }
     }
 
