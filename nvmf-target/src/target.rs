@@ -51,6 +51,10 @@ pub struct TargetConfig {
     pub ctrlr: CtrlrConfig,
     /// MAXH2CDATA announced in ICResp (≥ 4096, multiple of 4).
     pub maxh2cdata: u32,
+    /// Reactor timer period in milliseconds: keep-alive checks, bdev polls (periodic
+    /// commit), retries of parked commands; an idle adaptive reactor sleeps at most this
+    /// long. Nothing else waits for it: messages and sockets wake a sleeping reactor.
+    pub tick_ms: u64,
 }
 
 impl Default for TargetConfig {
@@ -61,6 +65,7 @@ impl Default for TargetConfig {
             poll_mode: PollMode::Adaptive,
             ctrlr: CtrlrConfig::default(),
             maxh2cdata: 128 * 1024,
+            tick_ms: crate::transport::reactor::TICK_MS,
         }
     }
 }
@@ -200,7 +205,9 @@ impl Target {
         let mut slots = Vec::new();
         let mut links = Vec::new();
         for (idx, core) in self.cores().into_iter().enumerate() {
-            let r = Reactor::new(idx, self.config.poll_mode, limits).map_err(io_err("epoll"))?;
+            let mut r =
+                Reactor::new(idx, self.config.poll_mode, limits).map_err(io_err("epoll"))?;
+            r.set_tick_ms(self.config.tick_ms);
             let (tx, rx) = mpsc::channel();
             links.push(r.link(tx).map_err(io_err("waker"))?);
             slots.push(ReactorSlot {

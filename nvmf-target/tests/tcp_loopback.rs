@@ -125,6 +125,23 @@ impl Host {
         }
     }
 
+    /// A write whose data goes after the target's R2T, in one H2CData PDU.
+    fn write_r2t(&mut self, sqe: Sqe, data: &[u8]) -> Cqe {
+        self.send(&Pdu::CapsuleCmd(CapsuleCmd { sqe, data: &[] }));
+        let Rx::R2t(r2t) = self.recv() else {
+            panic!("no R2T")
+        };
+        assert_eq!(r2t.r2tl as usize, data.len());
+        self.send(&Pdu::H2CData(H2CData {
+            cccid: sqe.cid,
+            ttag: r2t.ttag,
+            datao: 0,
+            last: true,
+            data,
+        }));
+        self.resp()
+    }
+
     fn cmd(&mut self, sqe: Sqe, data: &[u8]) -> Cqe {
         self.send(&Pdu::CapsuleCmd(CapsuleCmd { sqe, data }));
         self.resp()
@@ -876,6 +893,56 @@ fn aer_and_controller_death_reach_queues_on_any_reactor(mask: u64) {
     target.stop().unwrap();
 }
 
+/// Liveness of the adaptive mode: with a 60 s timer, a command that waited for the timer
+/// instead of a wake-up (a socket, or a message between reactors) would hit the host's
+/// 10 s read timeout. Each command arrives after the reactors fell asleep (they spin
+/// 0.2 ms after work), on an admin queue and an I/O queue that, with two reactors, are
+/// both forwarded to the owner or served by it.
+fn idle_reactors_wake_for_every_command(mask: u64) {
+    let mut t = Target::new(TargetConfig {
+        tick_ms: 60_000,
+        ..config(mask)
+    });
+    t.add_subsystem(SubsystemConfig::new(NQN).allow_any_host(true))
+        .unwrap();
+    t.add_namespace(
+        NQN,
+        1,
+        Box::new(Malloc::new("m0", BLOCKS, 512, [9; 16]).unwrap()),
+    )
+    .unwrap();
+    let addr = t.listen("127.0.0.1:0").unwrap();
+    let target = t.spawn().unwrap();
+    let (_idle, _) = Host::connect(addr, Digests::NONE);
+    let (mut a, cntlid) = admin(addr, Digests::NONE);
+    let mut sf = Sqe::new(0x09, 5, 0);
+    sf.cdw10 = 0x07;
+    assert!(a.cmd(sf, &[]).status.is_success());
+    let (mut q, _) = Host::connect(addr, Digests::NONE);
+    assert!(q
+        .fabric_connect(1, cntlid, NQN, HOSTNQN)
+        .status
+        .is_success());
+    let data = [0xA5u8; 4096];
+    for i in 0..40u16 {
+        std::thread::sleep(Duration::from_millis(2));
+        // In-capsule write, R2T write, read, admin Keep Alive.
+        let w = RwCommand::new(IoOpcode::Write, i, 1, 0, 2, SglDescriptor::in_capsule(1024));
+        assert!(q.cmd(w.to_sqe(), &data[..1024]).status.is_success());
+        std::thread::sleep(Duration::from_millis(2));
+        let w = RwCommand::new(IoOpcode::Write, i, 1, 8, 8, SglDescriptor::transport(4096));
+        assert!(q.write_r2t(w.to_sqe(), &data).status.is_success());
+        std::thread::sleep(Duration::from_millis(2));
+        let r = RwCommand::new(IoOpcode::Read, i, 1, 8, 8, SglDescriptor::transport(4096));
+        let (back, c) = q.cmd_read(r.to_sqe());
+        assert!(c.status.is_success());
+        assert_eq!(back, data);
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(a.cmd(Sqe::new(0x18, i, 0), &[]).status.is_success());
+    }
+    target.stop().unwrap();
+}
+
 /// One reactor (every connection on the owner) and two (connections spread in turn:
 /// most commands cross to the owner and back through the reactors' queues).
 fn config(mask: u64) -> TargetConfig {
@@ -909,7 +976,8 @@ on_reactors!(
     out_of_space_through_the_target_then_growing_recovers,
     out_of_space_queue_policy_holds_writes_until_the_pool_grows,
     h2c_data_digest_error_fails_the_write_not_the_connection,
-    aer_and_controller_death_reach_queues_on_any_reactor
+    aer_and_controller_death_reach_queues_on_any_reactor,
+    idle_reactors_wake_for_every_command
 );
 on_reactors!(
     two_reactors,
@@ -922,5 +990,6 @@ on_reactors!(
     out_of_space_through_the_target_then_growing_recovers,
     out_of_space_queue_policy_holds_writes_until_the_pool_grows,
     h2c_data_digest_error_fails_the_write_not_the_connection,
-    aer_and_controller_death_reach_queues_on_any_reactor
+    aer_and_controller_death_reach_queues_on_any_reactor,
+    idle_reactors_wake_for_every_command
 );

@@ -33,7 +33,8 @@ use super::mesh::{ConnId, Link, RemoteQueues, Req, Resp};
 use super::tcp::{Backend, ConnLimits, ConnStatus, Connection};
 use crate::ctrlr::{QueueCtx, TargetState};
 
-/// Timer period: keep-alive checks and bdev polls.
+/// Default timer period: keep-alive checks, bdev polls, parked commands; an idle
+/// adaptive reactor sleeps at most this long.
 pub const TICK_MS: u64 = 50;
 /// Adaptive mode spins this long after the last work before blocking.
 pub const SPIN_US: u64 = 200;
@@ -103,6 +104,8 @@ pub(crate) struct Reactor {
     reqs: Vec<Req>,
     /// Owner: the reactor the next accepted connection goes to.
     next_reactor: usize,
+    /// Timer period in milliseconds.
+    tick_ms: u64,
 }
 
 impl Reactor {
@@ -123,7 +126,13 @@ impl Reactor {
             remote: RemoteQueues::default(),
             reqs: Vec::new(),
             next_reactor: 0,
+            tick_ms: TICK_MS,
         })
+    }
+
+    /// Sets the timer period (at least 1 ms).
+    pub(crate) fn set_tick_ms(&mut self, ms: u64) {
+        self.tick_ms = ms.max(1);
     }
 
     /// How other threads reach this reactor through `tx`.
@@ -179,7 +188,10 @@ impl Reactor {
                 worked = true;
                 self.on_msg(m, state.as_deref_mut(), now);
             }
-            let spinning = self.mode == PollMode::Busy
+            // Messages just run may have queued bytes and answers that go out at the end
+            // of this pass: no sleeping before that.
+            let spinning = worked
+                || self.mode == PollMode::Busy
                 || last_work.elapsed() < Duration::from_micros(SPIN_US)
                 || self.conns.values().any(|c| {
                     (c.readable && !c.conn.rx_blocked()) || c.conn.status() == ConnStatus::Closing
@@ -187,7 +199,7 @@ impl Reactor {
             let mut timeout = if spinning {
                 Duration::ZERO
             } else {
-                Duration::from_millis(TICK_MS)
+                Duration::from_millis(self.tick_ms)
             };
             if !timeout.is_zero() {
                 // About to sleep: say so, then look at the queue once more (pairs with
@@ -230,7 +242,7 @@ impl Reactor {
             let t = Instant::now();
             let now = self.now_ms(t);
             worked |= self.service(state.as_deref_mut(), now);
-            if now.saturating_sub(last_tick) >= TICK_MS {
+            if now.saturating_sub(last_tick) >= self.tick_ms {
                 last_tick = now;
                 if let Some(s) = state.as_deref_mut() {
                     worked |= self.tick(s, now);
