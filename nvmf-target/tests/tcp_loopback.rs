@@ -21,6 +21,17 @@ use nvmf_target::wire::sqe::Sqe;
 use nvmf_target::wire::status::Status;
 use nvmf_target::{SubsystemConfig, Target, TargetConfig, TargetHandle};
 
+/// `read`, again after EINTR (a socket with a receive timeout returns it when the process
+/// was stopped and continued, even without signal handlers).
+fn read_again<R: Read>(r: &mut R, b: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match r.read(b) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
+}
+
 const NQN: &str = "nqn.2016-06.io.spdk:loop";
 const HOSTNQN: &str = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-0000-0000-000000000001";
 const BLOCKS: u64 = 8192; // 4 MiB of 512-byte blocks
@@ -111,7 +122,7 @@ impl Host {
             if self.pos == self.filled {
                 self.pos = 0;
                 self.filled = 0;
-                let n = self.s.read(&mut self.buf).unwrap();
+                let n = read_again(&mut self.s, &mut self.buf).unwrap();
                 assert!(n > 0, "target closed the connection");
                 self.filled = n;
             }
@@ -506,7 +517,7 @@ fn hostile_pdus_kill_only_their_own_connection(mask: u64) {
     raw.write_all(&[0, 0, 0, 0, 72, 0, 0, 0]).unwrap();
     let mut sink = [0u8; 256];
     let mut got = 0;
-    while let Ok(n) = raw.read(&mut sink[got..]) {
+    while let Ok(n) = read_again(&mut raw, &mut sink[got..]) {
         if n == 0 {
             break;
         }
@@ -884,7 +895,7 @@ fn aer_and_controller_death_reach_queues_on_any_reactor(mask: u64) {
 
     drop(a);
     let mut b = [0u8; 64];
-    match q.s.read(&mut b) {
+    match read_again(&mut q.s, &mut b) {
         Ok(0) => {}
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
         other => panic!("the I/O queue of a dead controller stays open: {other:?}"),
