@@ -32,7 +32,7 @@ use log::{info, warn};
 use crate::bdev::Bdev;
 use crate::ctrlr::{CtrlrConfig, CtrlrError, SubsystemConfig, TargetState};
 use crate::transport::mesh::Link;
-use crate::transport::reactor::{Msg, PollMode, Reactor};
+use crate::transport::reactor::{Msg, PollMode, Reactor, ReactorInfo};
 use crate::transport::tcp::ConnLimits;
 
 /// Target-wide settings.
@@ -209,7 +209,7 @@ impl Target {
                 Reactor::new(idx, self.config.poll_mode, limits).map_err(io_err("epoll"))?;
             r.set_tick_ms(self.config.tick_ms);
             let (tx, rx) = mpsc::channel();
-            links.push(r.link(tx).map_err(io_err("waker"))?);
+            links.push(r.link(tx, core).map_err(io_err("waker"))?);
             slots.push(ReactorSlot {
                 reactor: r,
                 rx,
@@ -341,6 +341,7 @@ impl Target {
             .map_err(io_err("spawning the reactor"))?;
         Ok(TargetHandle {
             links,
+            poll_mode: self.config.poll_mode,
             stop,
             thread: Some(thread),
         })
@@ -373,6 +374,7 @@ fn pin_to_core(core: usize) {
 pub struct TargetHandle {
     /// Every reactor; the first owns the controller state.
     links: Vec<Link>,
+    poll_mode: PollMode,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<Result<TargetState, TargetError>>>,
 }
@@ -402,6 +404,20 @@ impl TargetHandle {
             let _ = rtx.send(f(s));
         })))?;
         rrx.recv().map_err(|_| TargetError::Stopped)
+    }
+
+    /// Every reactor: its core, thread, busy and idle time (read without stopping them).
+    pub fn reactors(&self) -> Vec<ReactorInfo> {
+        self.links
+            .iter()
+            .enumerate()
+            .map(|(i, l)| l.stats.info(i, l.core))
+            .collect()
+    }
+
+    /// How the reactors wait for work.
+    pub fn poll_mode(&self) -> PollMode {
+        self.poll_mode
     }
 
     /// Binds and starts serving another listen address.

@@ -820,6 +820,30 @@ fn spdk_rpc_statistics_follow_real_io_and_connections() {
     assert_eq!(pg(0), [1, 1, 1, 1, 0, on_q2], "{st}");
     assert_eq!(pg(1), [0, 1, 0, 1, 0, on_q1], "{st}");
 
+    // Both reactors, as SPDK lists them; each did work (its queues' commands).
+    let r = rpc_json(&d, &["framework_get_reactors"]);
+    assert_eq!(r["tick_rate"], 1_000_000_000u64);
+    let rs = r["reactors"].as_array().expect("reactors");
+    assert_eq!(rs.len(), 2, "{r}");
+    for (i, x) in rs.iter().enumerate() {
+        assert_eq!(x["lcore"], i, "{r}");
+        assert!(x["tid"].as_u64().expect("tid") > 0, "{r}");
+        assert!(x["busy"].as_u64().expect("busy") > 0, "{r}");
+        assert_eq!(x["in_interrupt"], true, "adaptive by default: {r}");
+        let names: Vec<&str> = x["lw_threads"]
+            .as_array()
+            .expect("threads")
+            .iter()
+            .filter_map(|t| t["name"].as_str())
+            .collect();
+        let group = format!("nvmf_tgt_poll_group_00{i}");
+        if i == 0 {
+            assert_eq!(names, ["app_thread", group.as_str()], "{r}");
+        } else {
+            assert_eq!(names, [group.as_str()], "{r}");
+        }
+    }
+
     // Disconnect: the controller and its queues go away, the totals stay.
     drop((q1, q2, ctrl));
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -94,6 +94,7 @@ pub const METHODS: &[&str] = &[
     "nvmf_subsystem_get_controllers",
     "nvmf_subsystem_get_qpairs",
     "nvmf_get_stats",
+    "framework_get_reactors",
     "framework_get_reconcile_report",
     // dm-thin extras (`thin_methods`, the `spdk-rpc --plugin` module).
     "thin_pool_create",
@@ -104,6 +105,18 @@ pub const METHODS: &[&str] = &[
     "thin_pool_set_low_water_mark",
     "thin_delta",
 ];
+
+/// User and system CPU time of thread `tid` of this process, in clock ticks (fields 14
+/// and 15 of `/proc/self/task/TID/stat`).
+fn thread_cpu_ticks(tid: u32) -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after it follow its ')'.
+    let rest = s.get(s.rfind(')')? + 1..)?;
+    let mut f = rest.split_whitespace().skip(11);
+    let usr = f.next()?.parse().ok()?;
+    let sys = f.next()?.parse().ok()?;
+    Some((usr, sys))
+}
 
 /// The name of poll group (reactor) `i`, SPDK's `nvmf_tgt_poll_group_NNN`.
 fn poll_group_name(i: impl std::fmt::Display) -> String {
@@ -2381,11 +2394,45 @@ impl State {
         Ok(json!({"tick_rate": TICK_RATE, "poll_groups": groups}))
     }
 
+    /// SPDK's `framework_get_reactors`: one entry per reactor (core of `-m`), with its
+    /// busy and idle time in ticks (ns) and its lightweight threads (the app thread on the
+    /// first, one poll group each).
+    fn framework_get_reactors(&self, p: Option<Value>) -> Result<Value, RpcError> {
+        if p.is_some() {
+            return Err(RpcError::new(
+                -32602,
+                "`framework_get_reactors` requires no parameters",
+            ));
+        }
+        let t = self.target()?;
+        let interrupt = t.poll_mode() == crate::PollMode::Adaptive;
+        let reactors: Vec<Value> = t
+            .reactors()
+            .iter()
+            .map(|r| {
+                let (usr, sys) = thread_cpu_ticks(r.tid).unwrap_or((0, 0));
+                let cpumask = format!("{:x}", 1u128 << r.core.min(127));
+                let mut threads = Vec::new();
+                if r.index == 0 {
+                    threads.push(json!({"name": "app_thread", "id": 1, "cpumask": cpumask,
+                                        "elapsed": r.busy_ns + r.idle_ns}));
+                }
+                threads.push(json!({"name": poll_group_name(r.index), "id": r.index + 2,
+                                    "cpumask": cpumask, "elapsed": r.busy_ns + r.idle_ns}));
+                json!({"lcore": r.core, "tid": r.tid, "busy": r.busy_ns, "idle": r.idle_ns,
+                       "in_interrupt": interrupt, "irq": 0, "sys": sys, "usr": usr,
+                       "lw_threads": threads})
+            })
+            .collect();
+        Ok(json!({"tick_rate": TICK_RATE, "pid": std::process::id(), "reactors": reactors}))
+    }
+
     fn dispatch(&mut self, method: &str, p: Option<Value>) -> Result<Value, RpcError> {
         match method {
             "spdk_get_version" => self.spdk_get_version(p),
             "rpc_get_methods" => self.rpc_get_methods(p),
             "framework_wait_init" => Ok(json!(true)),
+            "framework_get_reactors" => self.framework_get_reactors(p),
             "spdk_kill_instance" => self.spdk_kill_instance(p),
             "bdev_get_bdevs" => self.bdev_get_bdevs(p),
             "bdev_malloc_create" => self.bdev_malloc_create(p),

@@ -89,6 +89,10 @@ pub(crate) struct Link {
     pub waker: Arc<mio::Waker>,
     /// Set while the reactor blocks in the kernel (adaptive mode, idle).
     pub sleeping: Arc<AtomicBool>,
+    /// Its busy and idle time.
+    pub stats: Arc<super::reactor::ReactorStats>,
+    /// The core it runs on.
+    pub core: usize,
 }
 
 impl Link {

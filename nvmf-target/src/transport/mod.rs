@@ -4,4 +4,4 @@ pub(crate) mod mesh;
 pub mod reactor;
 pub mod tcp;
 
-pub use reactor::PollMode;
+pub use reactor::{PollMode, ReactorInfo};

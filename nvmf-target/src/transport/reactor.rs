@@ -20,7 +20,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -52,6 +52,42 @@ pub enum PollMode {
     /// Spin briefly after work, then sleep in the kernel until woken.
     #[default]
     Adaptive,
+}
+
+/// Time a reactor spent working and idle (spinning or asleep), written by the reactor once
+/// per pass and read by management without stopping it (SPDK's `framework_get_reactors`).
+#[derive(Debug, Default)]
+pub struct ReactorStats {
+    busy_ns: AtomicU64,
+    idle_ns: AtomicU64,
+    tid: AtomicU32,
+}
+
+/// A reactor as management sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReactorInfo {
+    /// Index (0 owns the controllers and bdevs; = poll group number).
+    pub index: usize,
+    /// The core of the mask it runs on.
+    pub core: usize,
+    /// Its thread's kernel ID (0 before it started).
+    pub tid: u32,
+    /// Nanoseconds spent in passes that did work.
+    pub busy_ns: u64,
+    /// Nanoseconds spent in passes that found nothing to do (spinning or asleep).
+    pub idle_ns: u64,
+}
+
+impl ReactorStats {
+    pub(crate) fn info(&self, index: usize, core: usize) -> ReactorInfo {
+        ReactorInfo {
+            index,
+            core,
+            tid: self.tid.load(Ordering::Relaxed),
+            busy_ns: self.busy_ns.load(Ordering::Relaxed),
+            idle_ns: self.idle_ns.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// Work sent to a reactor from other threads.
@@ -106,6 +142,8 @@ pub(crate) struct Reactor {
     next_reactor: usize,
     /// Timer period in milliseconds.
     tick_ms: u64,
+    /// Busy and idle time, for management.
+    stats: Arc<ReactorStats>,
 }
 
 impl Reactor {
@@ -127,6 +165,7 @@ impl Reactor {
             reqs: Vec::new(),
             next_reactor: 0,
             tick_ms: TICK_MS,
+            stats: Arc::new(ReactorStats::default()),
         })
     }
 
@@ -135,12 +174,14 @@ impl Reactor {
         self.tick_ms = ms.max(1);
     }
 
-    /// How other threads reach this reactor through `tx`.
-    pub(crate) fn link(&self, tx: std::sync::mpsc::Sender<Msg>) -> io::Result<Link> {
+    /// How other threads reach this reactor (on `core`) through `tx`.
+    pub(crate) fn link(&self, tx: std::sync::mpsc::Sender<Msg>, core: usize) -> io::Result<Link> {
         Ok(Link {
             tx,
             waker: Arc::new(mio::Waker::new(self.poll.registry(), WAKER)?),
             sleeping: Arc::clone(&self.sleeping),
+            stats: Arc::clone(&self.stats),
+            core,
         })
     }
 
@@ -181,6 +222,17 @@ impl Reactor {
         let mut events = Events::with_capacity(1024);
         let mut last_work = Instant::now();
         let mut last_tick = 0u64;
+        self.stats.tid.store(
+            rustix::thread::gettid()
+                .as_raw_nonzero()
+                .get()
+                .unsigned_abs(),
+            Ordering::Relaxed,
+        );
+        // Time accounting: each stretch between two clock reads counts as busy when the
+        // pass before it or the messages and events at its start gave work.
+        let mut mark = Instant::now();
+        let mut prev_worked = false;
         while !stop.load(Ordering::Relaxed) {
             let mut worked = false;
             let now = self.now_ms(Instant::now());
@@ -240,6 +292,14 @@ impl Reactor {
             }
             // One clock read per pass: it stamps the work below and the spin window.
             let t = Instant::now();
+            let span = u64::try_from(t.duration_since(mark).as_nanos()).unwrap_or(u64::MAX);
+            mark = t;
+            let counter = if prev_worked || worked {
+                &self.stats.busy_ns
+            } else {
+                &self.stats.idle_ns
+            };
+            counter.fetch_add(span, Ordering::Relaxed);
             let now = self.now_ms(t);
             worked |= self.service(state.as_deref_mut(), now);
             if now.saturating_sub(last_tick) >= self.tick_ms {
@@ -253,6 +313,7 @@ impl Reactor {
             if worked {
                 last_work = t;
             }
+            prev_worked = worked;
         }
         info!(
             "reactor {} stopping: {} connections",
