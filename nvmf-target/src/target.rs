@@ -236,15 +236,19 @@ impl Target {
         Ok(slots)
     }
 
-    /// Starts the reactors after the first on threads of their own.
-    fn spawn_others(
-        slots: Vec<ReactorSlot>,
-        stop: &Arc<AtomicBool>,
-        pin: bool,
-    ) -> Result<Vec<JoinHandle<std::io::Result<()>>>, TargetError> {
+    /// Builds the reactors and starts all but the first (the owner) on threads of their
+    /// own; returns the owner, not yet running.
+    fn start_reactors(&mut self) -> Result<(ReactorSlot, Others), TargetError> {
+        let mut slots = self.reactors()?.into_iter();
+        let owner = slots
+            .next()
+            .ok_or_else(|| TargetError::Config("empty cpumask".into()))?;
+        let links = owner.reactor.links_clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let pin = self.config.pin_reactors;
         let mut threads = Vec::new();
         for mut slot in slots {
-            let stop = Arc::clone(stop);
+            let stop = Arc::clone(&stop);
             let t = std::thread::Builder::new()
                 .name(format!("reactor_{}", slot.core))
                 .spawn(move || {
@@ -260,7 +264,14 @@ impl Target {
                 .map_err(io_err("spawning a reactor"))?;
             threads.push(t);
         }
-        Ok(threads)
+        Ok((
+            owner,
+            Others {
+                stop,
+                links,
+                threads,
+            },
+        ))
     }
 
     /// Serves on the calling thread (the owner reactor; the others on threads of their
@@ -268,22 +279,9 @@ impl Target {
     /// connection, flushes every namespace (final commit) and returns the state with its
     /// bdevs.
     pub fn run_until(mut self, stop: &AtomicBool) -> Result<TargetState, TargetError> {
-        let mut slots = self.reactors()?;
-        let links: Vec<Link> = slots
-            .first()
-            .map(|s| s.reactor.links_clone())
-            .unwrap_or_default();
-        let mut owner = slots.remove(0);
-        let others_stop = Arc::new(AtomicBool::new(false));
-        let threads = Self::spawn_others(slots, &others_stop, self.config.pin_reactors)?;
+        let (mut owner, others) = self.start_reactors()?;
         let r = Self::serve(&mut owner.reactor, &mut self.state, stop, &owner.rx);
-        others_stop.store(true, Ordering::Relaxed);
-        for l in links.iter().skip(1) {
-            l.wake();
-        }
-        for t in threads {
-            let _ = t.join();
-        }
+        others.stop();
         r?;
         Ok(self.state)
     }
@@ -307,20 +305,12 @@ impl Target {
 
     /// Serves on new threads (one per reactor); the handle manages and stops them.
     pub fn spawn(mut self) -> Result<TargetHandle, TargetError> {
-        let mut slots = self.reactors()?;
-        let links = slots
-            .first()
-            .map(|s| s.reactor.links_clone())
-            .ok_or_else(|| TargetError::Config("empty cpumask".into()))?;
-        let mut owner = slots.remove(0);
+        let (mut owner, others) = self.start_reactors()?;
+        let links = others.links.clone();
         let stop = Arc::new(AtomicBool::new(false));
-        let pin = self.config.pin_reactors;
-        // The other reactors stop when the owner has closed its connections.
-        let others_stop = Arc::new(AtomicBool::new(false));
-        let others = Self::spawn_others(slots, &others_stop, pin)?;
         let stop2 = Arc::clone(&stop);
+        let pin = self.config.pin_reactors;
         let mut state = self.state;
-        let others_links = links.clone();
         let thread = std::thread::Builder::new()
             .name(format!("reactor_{}", owner.core))
             .spawn(move || {
@@ -328,13 +318,7 @@ impl Target {
                     pin_to_core(owner.core);
                 }
                 let r = Self::serve(&mut owner.reactor, &mut state, &stop2, &owner.rx);
-                others_stop.store(true, Ordering::Relaxed);
-                for l in others_links.iter().skip(1) {
-                    l.wake();
-                }
-                for t in others {
-                    let _ = t.join();
-                }
+                others.stop();
                 r?;
                 Ok(state)
             })
@@ -345,6 +329,27 @@ impl Target {
             stop,
             thread: Some(thread),
         })
+    }
+}
+
+/// The reactors after the first, running on threads of their own.
+struct Others {
+    stop: Arc<AtomicBool>,
+    /// Every reactor's link (the owner's first).
+    links: Vec<Link>,
+    threads: Vec<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Others {
+    /// Stops them (once the owner has closed its connections) and waits for them.
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for l in self.links.iter().skip(1) {
+            l.wake();
+        }
+        for t in self.threads {
+            let _ = t.join();
+        }
     }
 }
 

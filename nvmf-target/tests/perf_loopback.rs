@@ -9,7 +9,11 @@ use nvmf_target::initiator::echo::{self, EchoConfig};
 use nvmf_target::initiator::perf::{self, PerfConfig, Workload};
 use nvmf_target::initiator::{HostConfig, DEFAULT_HOSTNQN};
 use nvmf_target::wire::pdu::Digests;
-use nvmf_target::{SubsystemConfig, Target, TargetConfig, TargetHandle};
+use nvmf_target::{SubsystemConfig, Target, TargetHandle};
+
+#[macro_use]
+mod common;
+use common::config;
 
 const NQN: &str = "nqn.2016-06.io.spdk:perf";
 
@@ -103,38 +107,7 @@ fn echo_baseline_runs() {
     assert!(r.reads > 0);
 }
 
-/// One reactor (every connection on the owner) and two (connections spread in turn:
-/// most commands cross to the owner and back through the reactors' queues).
-fn config(mask: u64) -> TargetConfig {
-    TargetConfig {
-        cpumask: mask,
-        ..TargetConfig::default()
-    }
-}
-
-macro_rules! on_reactors {
-    ($mod:ident, $mask:expr, $($name:ident),*) => {
-        mod $mod {
-            $(
-                #[test]
-                fn $name() {
-                    super::$name($mask)
-                }
-            )*
-        }
-    };
-}
-
 on_reactors!(
-    one_reactor,
-    0x1,
-    perf_verified_randrw_in_capsule_and_r2t,
-    perf_sequential_read_and_busy_poll,
-    perf_reports_errors_not_panics
-);
-on_reactors!(
-    two_reactors,
-    0x3,
     perf_verified_randrw_in_capsule_and_r2t,
     perf_sequential_read_and_busy_poll,
     perf_reports_errors_not_panics

@@ -21,6 +21,10 @@ use nvmf_target::wire::sqe::Sqe;
 use nvmf_target::wire::status::Status;
 use nvmf_target::{SubsystemConfig, Target, TargetConfig, TargetHandle};
 
+#[macro_use]
+mod common;
+use common::config;
+
 /// `read`, again after EINTR (a socket with a receive timeout returns it when the process
 /// was stopped and continued, even without signal handlers).
 fn read_again<R: Read>(r: &mut R, b: &mut [u8]) -> std::io::Result<usize> {
@@ -221,7 +225,11 @@ impl Host {
 }
 
 fn start(mask: u64) -> (TargetHandle, SocketAddr) {
-    let mut t = Target::new(config(mask));
+    start_with(config(mask))
+}
+
+fn start_with(cfg: TargetConfig) -> (TargetHandle, SocketAddr) {
+    let mut t = Target::new(cfg);
     t.add_subsystem(
         SubsystemConfig::new(NQN)
             .allow_any_host(false)
@@ -236,6 +244,18 @@ fn start(mask: u64) -> (TargetHandle, SocketAddr) {
     .unwrap();
     let addr = t.listen("127.0.0.1:0").unwrap();
     (t.spawn().unwrap(), addr)
+}
+
+/// An enabled controller with one I/O queue (QID 1): (admin queue, CNTLID, I/O queue).
+fn admin_and_io(addr: SocketAddr, digests: Digests) -> (Host, u16, Host) {
+    let (mut a, cntlid) = admin(addr, digests);
+    let mut sf = Sqe::new(0x09, 5, 0);
+    sf.cdw10 = 0x07; // Set Features: Number of Queues (one)
+    assert!(a.cmd(sf, &[]).status.is_success());
+    let (mut q, _) = Host::connect(addr, digests);
+    let c = q.fabric_connect(1, cntlid, NQN, HOSTNQN);
+    assert!(c.status.is_success(), "{c}");
+    (a, cntlid, q)
 }
 
 /// Admin queue up to enabled; returns the host and CNTLID.
@@ -418,15 +438,7 @@ fn host_not_allowed_and_unknown_subsystem_are_refused(mask: u64) {
 
 fn queue_depth_128_of_outstanding_writes(mask: u64) {
     let (_target, addr) = start(mask);
-    let (mut a, cntlid) = admin(addr, Digests::NONE);
-    let mut sf = Sqe::new(0x09, 5, 0);
-    sf.cdw10 = 0x07;
-    assert!(a.cmd(sf, &[]).status.is_success());
-    let (mut q, _) = Host::connect(addr, Digests::NONE);
-    assert!(q
-        .fabric_connect(1, cntlid, NQN, HOSTNQN)
-        .status
-        .is_success());
+    let (_a, _, mut q) = admin_and_io(addr, Digests::NONE);
     // 127 writes (SQSIZE) outstanding at once, each waiting for its R2T.
     for cid in 0..127u16 {
         let w = RwCommand::new(
@@ -586,15 +598,7 @@ fn out_of_space_through_the_target_then_growing_recovers(mask: u64) {
     t.add_namespace(NQN, 1, Box::new(vol)).unwrap();
     let addr = t.listen("127.0.0.1:0").unwrap();
     let target = t.spawn().unwrap();
-    let (mut a, cntlid) = admin(addr, Digests::NONE);
-    let mut sf = Sqe::new(0x09, 5, 0); // Set Features: Number of Queues
-    sf.cdw10 = 0x07;
-    assert!(a.cmd(sf, &[]).status.is_success());
-    let (mut q, _) = Host::connect(addr, Digests::NONE);
-    assert!(q
-        .fabric_connect(1, cntlid, NQN, HOSTNQN)
-        .status
-        .is_success());
+    let (_a, _, mut q) = admin_and_io(addr, Digests::NONE);
     let data = [0x5Au8; 1024];
     let write = |q: &mut Host, cid: u16, lba: u64| {
         let w = RwCommand::new(
@@ -843,17 +847,11 @@ fn aer_and_controller_death_reach_queues_on_any_reactor(mask: u64) {
     let (target, addr) = start(mask);
     // Connections go to the reactors in turn: this idle one takes reactor 0.
     let (_idle, _) = Host::connect(addr, Digests::NONE);
-    let (mut a, cntlid) = admin(addr, Digests::NONE);
-    let mut sf = Sqe::new(0x09, 5, 0);
-    sf.cdw10 = 0x07; // Number of Queues: 1 SQ and CQ
-    assert!(a.cmd(sf, &[]).status.is_success());
+    let (mut a, _, mut q) = admin_and_io(addr, Digests::NONE);
     let mut aec = Sqe::new(0x09, 6, 0);
     aec.cdw10 = 0x0B; // Asynchronous Event Configuration
     aec.cdw11 = 0x100; // Namespace Attribute Notices
     assert!(a.cmd(aec, &[]).status.is_success());
-    let (mut q, _) = Host::connect(addr, Digests::NONE);
-    let c = q.fabric_connect(1, cntlid, NQN, HOSTNQN);
-    assert!(c.status.is_success(), "{c}");
     let rd = RwCommand::new(IoOpcode::Read, 9, 1, 0, 1, SglDescriptor::transport(512));
     let (data, c) = q.cmd_read(rd.to_sqe());
     assert!(c.status.is_success() && data.len() == 512, "{c}");
@@ -910,30 +908,12 @@ fn aer_and_controller_death_reach_queues_on_any_reactor(mask: u64) {
 /// 0.2 ms after work), on an admin queue and an I/O queue that, with two reactors, are
 /// both forwarded to the owner or served by it.
 fn idle_reactors_wake_for_every_command(mask: u64) {
-    let mut t = Target::new(TargetConfig {
+    let (target, addr) = start_with(TargetConfig {
         tick_ms: 60_000,
         ..config(mask)
     });
-    t.add_subsystem(SubsystemConfig::new(NQN).allow_any_host(true))
-        .unwrap();
-    t.add_namespace(
-        NQN,
-        1,
-        Box::new(Malloc::new("m0", BLOCKS, 512, [9; 16]).unwrap()),
-    )
-    .unwrap();
-    let addr = t.listen("127.0.0.1:0").unwrap();
-    let target = t.spawn().unwrap();
     let (_idle, _) = Host::connect(addr, Digests::NONE);
-    let (mut a, cntlid) = admin(addr, Digests::NONE);
-    let mut sf = Sqe::new(0x09, 5, 0);
-    sf.cdw10 = 0x07;
-    assert!(a.cmd(sf, &[]).status.is_success());
-    let (mut q, _) = Host::connect(addr, Digests::NONE);
-    assert!(q
-        .fabric_connect(1, cntlid, NQN, HOSTNQN)
-        .status
-        .is_success());
+    let (mut a, _, mut q) = admin_and_io(addr, Digests::NONE);
     let data = [0xA5u8; 4096];
     for i in 0..40u16 {
         std::thread::sleep(Duration::from_millis(2));
@@ -954,45 +934,7 @@ fn idle_reactors_wake_for_every_command(mask: u64) {
     target.stop().unwrap();
 }
 
-/// One reactor (every connection on the owner) and two (connections spread in turn:
-/// most commands cross to the owner and back through the reactors' queues).
-fn config(mask: u64) -> TargetConfig {
-    TargetConfig {
-        cpumask: mask,
-        ..TargetConfig::default()
-    }
-}
-
-macro_rules! on_reactors {
-    ($mod:ident, $mask:expr, $($name:ident),*) => {
-        mod $mod {
-            $(
-                #[test]
-                fn $name() {
-                    super::$name($mask)
-                }
-            )*
-        }
-    };
-}
-
 on_reactors!(
-    one_reactor,
-    0x1,
-    connect_identify_write_with_r2t_read_back_digests_on,
-    host_not_allowed_and_unknown_subsystem_are_refused,
-    queue_depth_128_of_outstanding_writes,
-    hostile_pdus_kill_only_their_own_connection,
-    many_concurrent_connections_are_held_and_served,
-    out_of_space_through_the_target_then_growing_recovers,
-    out_of_space_queue_policy_holds_writes_until_the_pool_grows,
-    h2c_data_digest_error_fails_the_write_not_the_connection,
-    aer_and_controller_death_reach_queues_on_any_reactor,
-    idle_reactors_wake_for_every_command
-);
-on_reactors!(
-    two_reactors,
-    0x3,
     connect_identify_write_with_r2t_read_back_digests_on,
     host_not_allowed_and_unknown_subsystem_are_refused,
     queue_depth_128_of_outstanding_writes,

@@ -12,6 +12,8 @@ use thiserror::Error;
 pub mod file;
 pub mod lvs;
 pub mod malloc;
+#[cfg(test)]
+pub(crate) mod spy;
 pub mod stat;
 pub mod thin;
 

@@ -228,48 +228,11 @@ mod tests {
         assert_eq!(*b.io_stat().expect("stat"), IoStat::default());
     }
 
-    /// Counts the `read_segments` calls that reach it.
-    struct Segments(Malloc, std::sync::Arc<std::sync::atomic::AtomicUsize>);
-
-    impl Bdev for Segments {
-        fn name(&self) -> &str {
-            self.0.name()
-        }
-        fn block_size(&self) -> u32 {
-            self.0.block_size()
-        }
-        fn num_blocks(&self) -> u64 {
-            self.0.num_blocks()
-        }
-        fn uuid(&self) -> [u8; 16] {
-            self.0.uuid()
-        }
-        fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), BdevError> {
-            self.0.read(lba, buf)
-        }
-        fn read_segments(&mut self, segs: &mut [(u64, &mut [u8])]) -> Result<(), BdevError> {
-            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.0.read_segments(segs)
-        }
-        fn write(&mut self, lba: u64, data: &[u8], fua: bool) -> Result<(), BdevError> {
-            self.0.write(lba, data, fua)
-        }
-        fn flush(&mut self) -> Result<(), BdevError> {
-            self.0.flush()
-        }
-        fn write_zeroes(&mut self, lba: u64, count: u64) -> Result<(), BdevError> {
-            self.0.write_zeroes(lba, count)
-        }
-        fn deallocate(&mut self, lba: u64, count: u64) -> Result<(), BdevError> {
-            self.0.deallocate(lba, count)
-        }
-    }
-
     #[test]
     fn read_segments_are_forwarded_whole_and_counted_as_reads() {
         let m = Malloc::new("m", 64, 512, [1; 16]).expect("malloc");
-        let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let mut b = StatBdev::new(Box::new(Segments(m, calls.clone())));
+        let (spy, log) = crate::bdev::spy::Spy::new(m);
+        let mut b = StatBdev::new(Box::new(spy));
         b.write(0, &[7u8; 2048], false).expect("write");
         let (mut x, mut y) = ([0u8; 512], [0u8; 1024]);
         b.read_segments(&mut [(1, &mut x[..]), (2, &mut y[..])])
@@ -290,8 +253,8 @@ mod tests {
             "failures are not counted"
         );
         assert_eq!(
-            calls.load(std::sync::atomic::Ordering::Relaxed),
-            2,
+            log.get().segment_calls,
+            [2, 1],
             "both calls reached the inner bdev whole"
         );
     }

@@ -1059,56 +1059,17 @@ mod tests {
         assert!(!st(&pool).low_water_crossed, "off");
     }
 
-    /// Counts flushes of the data device.
-    struct Flushes(
-        crate::bdev::malloc::Malloc,
-        Arc<std::sync::atomic::AtomicUsize>,
-    );
-
-    impl Bdev for Flushes {
-        fn name(&self) -> &str {
-            self.0.name()
-        }
-        fn block_size(&self) -> u32 {
-            self.0.block_size()
-        }
-        fn num_blocks(&self) -> u64 {
-            self.0.num_blocks()
-        }
-        fn uuid(&self) -> [u8; 16] {
-            self.0.uuid()
-        }
-        fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), BdevError> {
-            self.0.read(lba, buf)
-        }
-        fn write(&mut self, lba: u64, data: &[u8], fua: bool) -> Result<(), BdevError> {
-            self.0.write(lba, data, fua)
-        }
-        fn flush(&mut self) -> Result<(), BdevError> {
-            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.0.flush()
-        }
-        fn write_zeroes(&mut self, lba: u64, count: u64) -> Result<(), BdevError> {
-            self.0.write_zeroes(lba, count)
-        }
-        fn deallocate(&mut self, lba: u64, count: u64) -> Result<(), BdevError> {
-            self.0.deallocate(lba, count)
-        }
-    }
-
     #[test]
     fn only_new_mappings_trigger_the_periodic_commit() {
         use crate::bdev::malloc::Malloc;
-        use std::sync::atomic::Ordering::Relaxed;
-        let n = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        use crate::bdev::spy::Spy;
+        let (spy, log) = Spy::new(Malloc::new("d", 64 * 16, 4096, [1; 16]).unwrap());
+        let flushes = || log.get().flushes;
         let pool = ThinPool::create_on(
             PoolDevices {
                 meta: Box::new(Malloc::new("m", 1024, 4096, [0; 16]).unwrap()),
                 meta_region: Region::WHOLE,
-                data: Some(Box::new(Flushes(
-                    Malloc::new("d", 64 * 16, 4096, [1; 16]).unwrap(),
-                    n.clone(),
-                ))),
+                data: Some(Box::new(spy)),
                 data_region: Region::WHOLE,
             },
             128,
@@ -1117,20 +1078,16 @@ mod tests {
         .unwrap();
         pool.with_pool(|p| p.create_thin(0)).unwrap();
         let mut v = pool.volume("v", 0, 1 << 20, 4096, [0; 16]).unwrap();
-        let before = n.load(Relaxed);
+        let before = flushes();
         v.write(0, &pattern(1, 4096), false).unwrap(); // provisions
         v.poll(2000);
-        assert_eq!(n.load(Relaxed), before + 1, "a new mapping is committed");
+        assert_eq!(flushes(), before + 1, "a new mapping is committed");
         v.write(1, &pattern(2, 4096), false).unwrap(); // same data block: in place
         v.poll(4000);
-        assert_eq!(
-            n.load(Relaxed),
-            before + 1,
-            "no commit for an in-place write"
-        );
+        assert_eq!(flushes(), before + 1, "no commit for an in-place write");
         v.flush().unwrap();
         assert_eq!(
-            n.load(Relaxed),
+            flushes(),
             before + 2,
             "the host's flush still reaches the data"
         );
@@ -1173,57 +1130,16 @@ mod tests {
         assert_eq!(r, pattern(4, 4096));
     }
 
-    /// Records how reads reach the data device: segments per `read_segments` call, and
-    /// single reads.
-    struct ReadLog(crate::bdev::malloc::Malloc, Arc<Mutex<(Vec<usize>, usize)>>);
-
-    impl Bdev for ReadLog {
-        fn name(&self) -> &str {
-            self.0.name()
-        }
-        fn block_size(&self) -> u32 {
-            self.0.block_size()
-        }
-        fn num_blocks(&self) -> u64 {
-            self.0.num_blocks()
-        }
-        fn uuid(&self) -> [u8; 16] {
-            self.0.uuid()
-        }
-        fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), BdevError> {
-            self.1.lock().unwrap().1 += 1;
-            self.0.read(lba, buf)
-        }
-        fn read_segments(&mut self, segs: &mut [(u64, &mut [u8])]) -> Result<(), BdevError> {
-            self.1.lock().unwrap().0.push(segs.len());
-            self.0.read_segments(segs)
-        }
-        fn write(&mut self, lba: u64, data: &[u8], fua: bool) -> Result<(), BdevError> {
-            self.0.write(lba, data, fua)
-        }
-        fn flush(&mut self) -> Result<(), BdevError> {
-            self.0.flush()
-        }
-        fn write_zeroes(&mut self, lba: u64, count: u64) -> Result<(), BdevError> {
-            self.0.write_zeroes(lba, count)
-        }
-        fn deallocate(&mut self, lba: u64, count: u64) -> Result<(), BdevError> {
-            self.0.deallocate(lba, count)
-        }
-    }
-
     #[test]
     fn a_read_hands_its_mapped_blocks_to_the_data_device_in_one_call() {
         use crate::bdev::malloc::Malloc;
-        let log = Arc::new(Mutex::new((Vec::new(), 0)));
+        let (spy, log) =
+            crate::bdev::spy::Spy::new(Malloc::new("d", 64 * 128, 512, [1; 16]).unwrap());
         let pool = ThinPool::create_on(
             PoolDevices {
                 meta: Box::new(Malloc::new("m", 1024, 4096, [0; 16]).unwrap()),
                 meta_region: Region::WHOLE,
-                data: Some(Box::new(ReadLog(
-                    Malloc::new("d", 64 * 128, 512, [1; 16]).unwrap(),
-                    log.clone(),
-                ))),
+                data: Some(Box::new(spy)),
                 data_region: Region::WHOLE,
             },
             128,
@@ -1237,8 +1153,11 @@ mod tests {
             v.write(vb * 16, &pattern(vb as u8 + 1, 65536), false)
                 .unwrap();
         }
-        let take =
-            |log: &Arc<Mutex<(Vec<usize>, usize)>>| std::mem::take(&mut *log.lock().unwrap());
+        // (segments of each read_segments call, single reads) since the last look.
+        let take = |log: &crate::bdev::spy::Log| {
+            let l = log.take();
+            (l.segment_calls, l.reads)
+        };
         take(&log);
         // From 4 KiB into block 0 to 4 KiB into block 3: mapped, unmapped, mapped, unmapped.
         let mut r = vec![0xAAu8; 3 * 65536];

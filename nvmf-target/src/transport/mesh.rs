@@ -158,6 +158,18 @@ impl RemoteQueues {
         self.out.entry(reactor).or_default().push(r);
     }
 
+    /// Sends `cqe` to connection `id`.
+    fn complete(&mut self, id: ConnId, cqe: Cqe) {
+        self.push(
+            id.reactor,
+            Resp::Complete {
+                token: id.token,
+                cqe,
+                q: None,
+            },
+        );
+    }
+
     /// Runs a batch of requests from reactor `from`. Returns the controllers whose admin
     /// queue closed (their other queues, wherever they are, must close).
     pub fn handle(&mut self, state: &mut TargetState, reqs: Vec<Req>, now_ms: u64) -> Vec<u16> {
@@ -174,14 +186,7 @@ impl RemoteQueues {
                 Req::Fail { id, cid, status } => {
                     if let Some(rq) = self.queues.get_mut(&id) {
                         let cqe = rq.q.cqe(cid, status, 0, 0);
-                        self.push(
-                            id.reactor,
-                            Resp::Complete {
-                                token: id.token,
-                                cqe,
-                                q: None,
-                            },
-                        );
+                        self.complete(id, cqe);
                     }
                 }
                 Req::Spares(bufs) => {
@@ -294,20 +299,13 @@ impl RemoteQueues {
                     Outcome::Held => done += 1,
                     Outcome::Complete(cqe) => {
                         done += 1;
-                        out.push((
-                            id.reactor,
-                            Resp::Complete {
-                                token: id.token,
-                                cqe,
-                                q: None,
-                            },
-                        ));
+                        out.push((*id, cqe));
                     }
                 }
             }
         }
-        for (reactor, r) in out {
-            self.push(reactor, r);
+        for (id, cqe) in out {
+            self.complete(id, cqe);
         }
         done
     }
@@ -327,14 +325,7 @@ impl RemoteQueues {
             .map(|(id, _)| *id);
         match hit {
             Some(id) => {
-                self.push(
-                    id.reactor,
-                    Resp::Complete {
-                        token: id.token,
-                        cqe,
-                        q: None,
-                    },
-                );
+                self.complete(id, cqe);
                 true
             }
             None => false,
