@@ -18,6 +18,7 @@ use common::config;
 const NQN: &str = "nqn.2016-06.io.spdk:perf";
 
 fn start(mask: u64) -> (TargetHandle, HostConfig) {
+    let _ = env_logger::builder().is_test(true).try_init();
     let mut t = Target::new(config(mask));
     t.add_subsystem(SubsystemConfig::new(NQN)).unwrap();
     t.add_namespace(

@@ -510,7 +510,7 @@ impl QueueState {
 }
 
 fn run_queue(
-    mut conn: Conn,
+    conn: &mut Conn,
     job: Job,
     idx: u16,
     connections: u16,
@@ -646,13 +646,15 @@ pub fn run(cfg: &PerfConfig) -> Result<PerfResult, HostError> {
             io_limit: Some(units),
             ..job
         };
-        let q = queues.remove(0);
-        let _ = run_queue(q, prefill, 0, 1)?;
-        queues.insert(0, ctrlr.connect_io(1, entries)?);
+        // On the first queue, which then runs the measured job too: closing it and
+        // connecting QID 1 again would race with the target's handling of the close.
+        if let Some(q) = queues.first_mut() {
+            run_queue(q, prefill, 0, 1)?;
+        }
     }
     let results: Vec<Result<PerfResult, HostError>> = std::thread::scope(|s| {
         let handles: Vec<_> = queues
-            .into_iter()
+            .iter_mut()
             .enumerate()
             .map(|(i, q)| s.spawn(move || run_queue(q, job, i as u16, conns)))
             .collect();

@@ -242,12 +242,13 @@ impl Reactor {
             }
             // Messages just run may have queued bytes and answers that go out at the end
             // of this pass: no sleeping before that.
+            let pending = self.conns.values().any(|c| {
+                (c.readable && !c.conn.rx_blocked()) || c.conn.status() == ConnStatus::Closing
+            });
             let spinning = worked
+                || pending
                 || self.mode == PollMode::Busy
-                || last_work.elapsed() < Duration::from_micros(SPIN_US)
-                || self.conns.values().any(|c| {
-                    (c.readable && !c.conn.rx_blocked()) || c.conn.status() == ConnStatus::Closing
-                });
+                || last_work.elapsed() < Duration::from_micros(SPIN_US);
             let mut timeout = if spinning {
                 Duration::ZERO
             } else {
@@ -263,7 +264,7 @@ impl Reactor {
                     timeout = Duration::ZERO;
                 }
             }
-            if timeout.is_zero() && !worked && self.mode == PollMode::Adaptive {
+            if timeout.is_zero() && !worked && !pending && self.mode == PollMode::Adaptive {
                 // Spinning with nothing to do: let other threads of this core run.
                 std::thread::yield_now();
             }
