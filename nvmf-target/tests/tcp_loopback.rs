@@ -576,20 +576,33 @@ fn many_concurrent_connections_are_held_and_served(mask: u64) {
     target.stop().unwrap();
 }
 
-/// A thin namespace runs out of data space: writes fail with Capacity Exceeded and DNR (the
-/// host sees ENOSPC), reads keep working, and after the pool grows writes succeed again.
-fn out_of_space_through_the_target_then_growing_recovers(mask: u64) {
+/// A target serving one thin volume (NSID 1, 512-byte sectors, 128 sectors per data block)
+/// from a pool on files of `data_blocks` data blocks in a fresh folder, with the pool's
+/// out-of-space wait (0 = `error_if_no_space`).
+struct ThinTarget {
+    target: TargetHandle,
+    addr: SocketAddr,
+    pool: nvmf_target::bdev::thin::ThinPool,
+    dir: std::path::PathBuf,
+    meta: std::path::PathBuf,
+    data: std::path::PathBuf,
+}
+
+fn thin_target(mask: u64, tag: &str, data_blocks: u64, no_space_wait_ms: u64) -> ThinTarget {
     use nvmf_target::bdev::thin::ThinPool;
-    let dir = std::env::temp_dir().join(format!("oos-{}-{mask:x}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("{tag}-{}-{mask:x}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (m, d) = (dir.join("meta"), dir.join("data"));
-    std::fs::File::create(&m).unwrap().set_len(4 << 20).unwrap();
-    std::fs::File::create(&d)
+    let (meta, data) = (dir.join("meta"), dir.join("data"));
+    std::fs::File::create(&meta)
         .unwrap()
-        .set_len(8 * 65536)
+        .set_len(4 << 20)
         .unwrap();
-    let pool = ThinPool::create(&m, &d, 128, 64).unwrap();
-    pool.set_no_space_timeout_ms(0).unwrap(); // error_if_no_space
+    std::fs::File::create(&data)
+        .unwrap()
+        .set_len(data_blocks * 65536)
+        .unwrap();
+    let pool = ThinPool::create(&meta, &data, 128, 64).unwrap();
+    pool.set_no_space_timeout_ms(no_space_wait_ms).unwrap();
     pool.with_pool(|p| p.create_thin(1)).unwrap();
     let vol = pool.volume("thin1", 1, 1 << 30, 512, [7; 16]).unwrap();
     let mut t = Target::new(config(mask));
@@ -597,7 +610,28 @@ fn out_of_space_through_the_target_then_growing_recovers(mask: u64) {
         .unwrap();
     t.add_namespace(NQN, 1, Box::new(vol)).unwrap();
     let addr = t.listen("127.0.0.1:0").unwrap();
-    let target = t.spawn().unwrap();
+    ThinTarget {
+        target: t.spawn().unwrap(),
+        addr,
+        pool,
+        dir,
+        meta,
+        data,
+    }
+}
+
+/// A thin namespace runs out of data space: writes fail with Capacity Exceeded and DNR (the
+/// host sees ENOSPC), reads keep working, and after the pool grows writes succeed again.
+fn out_of_space_through_the_target_then_growing_recovers(mask: u64) {
+    // error_if_no_space
+    let ThinTarget {
+        target,
+        addr,
+        pool,
+        dir,
+        meta: m,
+        data: d,
+    } = thin_target(mask, "oos", 8, 0);
     let (_a, _, mut q) = admin_and_io(addr, Digests::NONE);
     let data = [0x5Au8; 1024];
     let write = |q: &mut Host, cid: u16, lba: u64| {
@@ -654,26 +688,15 @@ fn out_of_space_through_the_target_then_growing_recovers(mask: u64) {
 /// success. With a short wait and no growth, the held write then fails with Capacity
 /// Exceeded and DNR. Reads go on meanwhile.
 fn out_of_space_queue_policy_holds_writes_until_the_pool_grows(mask: u64) {
-    use nvmf_target::bdev::thin::ThinPool;
     use std::sync::mpsc;
-    let dir = std::env::temp_dir().join(format!("oos-queue-{}-{mask:x}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (m, d) = (dir.join("meta"), dir.join("data"));
-    std::fs::File::create(&m).unwrap().set_len(4 << 20).unwrap();
-    std::fs::File::create(&d)
-        .unwrap()
-        .set_len(4 * 65536)
-        .unwrap();
-    let pool = ThinPool::create(&m, &d, 128, 64).unwrap();
-    pool.set_no_space_timeout_ms(60_000).unwrap();
-    pool.with_pool(|p| p.create_thin(1)).unwrap();
-    let vol = pool.volume("thin1", 1, 1 << 30, 512, [7; 16]).unwrap();
-    let mut t = Target::new(config(mask));
-    t.add_subsystem(SubsystemConfig::new(NQN).allow_any_host(true))
-        .unwrap();
-    t.add_namespace(NQN, 1, Box::new(vol)).unwrap();
-    let addr = t.listen("127.0.0.1:0").unwrap();
-    let target = t.spawn().unwrap();
+    let ThinTarget {
+        target,
+        addr,
+        pool,
+        dir,
+        meta: m,
+        data: d,
+    } = thin_target(mask, "oos-queue", 4, 60_000);
     let (mut a, cntlid) = admin(addr, Digests::NONE);
     let mut sf = Sqe::new(0x09, 5, 0);
     sf.cdw10 = 0x07; // Number of Queues
