@@ -170,7 +170,7 @@ impl RemoteQueues {
         );
     }
 
-    /// Runs a batch of requests from reactor `from`. Returns the controllers whose admin
+    /// Runs a batch of requests from another reactor. Returns the controllers whose admin
     /// queue closed (their other queues, wherever they are, must close).
     pub fn handle(&mut self, state: &mut TargetState, reqs: Vec<Req>, now_ms: u64) -> Vec<u16> {
         let mut dead = Vec::new();
@@ -234,24 +234,29 @@ impl RemoteQueues {
                 let mut buf = self.free.pop().unwrap_or(data);
                 buf.clear();
                 buf.resize(len as usize, 0);
-                match state.execute(&mut rq.q, &sqe, &[], &mut buf, now_ms) {
-                    Outcome::Complete(cqe) if cqe.status.is_success() => Resp::Data {
-                        token,
-                        cqe,
-                        data: buf,
-                    },
-                    Outcome::Complete(cqe) => Resp::Complete {
-                        token,
-                        cqe,
-                        q: None,
-                    },
+                let cqe = match state.execute(&mut rq.q, &sqe, &[], &mut buf, now_ms) {
+                    Outcome::Complete(cqe) if cqe.status.is_success() => {
+                        return self.push(
+                            id.reactor,
+                            Resp::Data {
+                                token,
+                                cqe,
+                                data: buf,
+                            },
+                        );
+                    }
+                    Outcome::Complete(cqe) => cqe,
                     // Commands returning data are never held nor retried; should one be,
                     // it fails rather than staying outstanding for ever.
-                    Outcome::Held | Outcome::Retry => Resp::Complete {
-                        token,
-                        cqe: rq.q.cqe(sqe.cid, Status::INTERNAL_ERROR.retryable(), 0, 0),
-                        q: None,
-                    },
+                    Outcome::Held | Outcome::Retry => {
+                        rq.q.cqe(sqe.cid, Status::INTERNAL_ERROR.retryable(), 0, 0)
+                    }
+                };
+                self.recycle(buf);
+                Resp::Complete {
+                    token,
+                    cqe,
+                    q: None,
                 }
             }
         };
