@@ -3,6 +3,10 @@
 //! the same code runs over a `mio` socket or an in-memory pipe.
 //!
 //! Per command: CapsuleCmd → [R2T → H2CData…] → execute → [C2HData] → CapsuleResp.
+//! "Execute" is a call into the controller state on the reactor that owns it
+//! ([`Backend::Local`]), or, on the other reactors, a request to the owner whose answer
+//! comes back later through [`Connection::on_resp`] ([`Backend::Remote`]; the R2T is then
+//! sent once the owner has accepted the write).
 //!
 //! Invariants:
 //! * PDUs are appended whole to the send buffer; bytes of two PDUs never interleave;
