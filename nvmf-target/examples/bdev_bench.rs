@@ -190,7 +190,7 @@ fn main() -> Result<(), Error> {
     println!(
         "engines, same files, this run ({n4} ops at 4K, {n128} at 128K, {nd} with O_DIRECT, \
          in {ROUNDS} rounds of rotated order, best round); auto = io_uring for read_segments \
-         batches only"
+         batches with O_DIRECT only"
     );
     println!(
         "{:<36} {:>10} {:>10} {:>10} {:>10} {:>10}",
