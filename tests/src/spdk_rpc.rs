@@ -86,3 +86,19 @@ impl Daemon {
         Daemon { inner, sock, port }
     }
 }
+
+/// Reads one response line (up to `\n`, not included) from a raw JSON-RPC socket. A read
+/// interrupted by EINTR is read again: a socket with a receive timeout returns it after the
+/// process was stopped and continued, even without signal handlers.
+pub fn read_line_bytes(s: &mut impl std::io::Read) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let mut b = [0u8; 1];
+    loop {
+        match s.read(&mut b) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Ok(1) if b[0] != b'\n' => buf.push(b[0]),
+            Ok(_) => return buf,
+            Err(e) => panic!("reading the response: {e}"),
+        }
+    }
+}

@@ -21,17 +21,6 @@ use nvmf_target::wire::pdu::Digests;
 use nvmf_target::wire::sgl::SglDescriptor;
 use serde_json::{json, Value};
 
-/// `read`, again after EINTR (a socket with a receive timeout returns it when the process
-/// was stopped and continued, even without signal handlers).
-fn read_again<R: Read>(r: &mut R, b: &mut [u8]) -> std::io::Result<usize> {
-    loop {
-        match r.read(b) {
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            other => return other,
-        }
-    }
-}
-
 const NQN: &str = "nqn.2016-06.io.spdk:cnode1";
 const DEFAULT_NQN: &str = "nqn.2026-11.io.thin:default";
 
@@ -50,11 +39,7 @@ fn raw_call(sock: &Path, method: &str) -> Value {
         .expect("timeout");
     let req = json!({"jsonrpc": "2.0", "id": 1, "method": method});
     s.write_all(req.to_string().as_bytes()).expect("write");
-    let mut buf = Vec::new();
-    let mut b = [0u8; 1];
-    while read_again(&mut s, &mut b).expect("read") == 1 && b[0] != b'\n' {
-        buf.push(b[0]);
-    }
+    let buf = spdk_rpc::read_line_bytes(&mut s);
     let v: Value = serde_json::from_slice(&buf).expect("JSON response");
     v["result"].clone()
 }

@@ -18,17 +18,6 @@ use e2e_tests::spdk_rpc::{self, Daemon};
 use e2e_tests::ScratchDir;
 use serde_json::{json, Value};
 
-/// `read`, again after EINTR (a socket with a receive timeout returns it when the process
-/// was stopped and continued, even without signal handlers).
-fn read_again<R: Read>(r: &mut R, b: &mut [u8]) -> std::io::Result<usize> {
-    loop {
-        match r.read(b) {
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            other => return other,
-        }
-    }
-}
-
 const NQN: &str = "nqn.2016-06.io.spdk:cnode1";
 
 fn start(dir: &Path) -> Daemon {
@@ -343,11 +332,7 @@ fn spdk_rpc_builds_pools_volumes_snapshots_and_exports() {
 
 /// Reads one response line.
 fn read_line(s: &mut UnixStream) -> Value {
-    let mut buf = Vec::new();
-    let mut b = [0u8; 1];
-    while read_again(s, &mut b).expect("read") == 1 && b[0] != b'\n' {
-        buf.push(b[0]);
-    }
+    let buf = spdk_rpc::read_line_bytes(s);
     assert!(buf.is_ascii(), "responses are ASCII");
     serde_json::from_slice(&buf).expect("JSON response")
 }

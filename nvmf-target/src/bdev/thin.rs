@@ -1059,12 +1059,12 @@ mod tests {
         assert!(!st(&pool).low_water_crossed, "off");
     }
 
-    #[test]
-    fn only_new_mappings_trigger_the_periodic_commit() {
+    /// A pool in RAM (64 KiB data blocks) with thin device 0, whose data device is a
+    /// [`Spy`](crate::bdev::spy::Spy) over `blocks` blocks of `block_size` bytes.
+    fn spied_pool(blocks: u64, block_size: u32) -> (ThinPool, crate::bdev::spy::Log) {
         use crate::bdev::malloc::Malloc;
-        use crate::bdev::spy::Spy;
-        let (spy, log) = Spy::new(Malloc::new("d", 64 * 16, 4096, [1; 16]).unwrap());
-        let flushes = || log.get().flushes;
+        let (spy, log) =
+            crate::bdev::spy::Spy::new(Malloc::new("d", blocks, block_size, [1; 16]).unwrap());
         let pool = ThinPool::create_on(
             PoolDevices {
                 meta: Box::new(Malloc::new("m", 1024, 4096, [0; 16]).unwrap()),
@@ -1077,6 +1077,13 @@ mod tests {
         )
         .unwrap();
         pool.with_pool(|p| p.create_thin(0)).unwrap();
+        (pool, log)
+    }
+
+    #[test]
+    fn only_new_mappings_trigger_the_periodic_commit() {
+        let (pool, log) = spied_pool(64 * 16, 4096);
+        let flushes = || log.get().flushes;
         let mut v = pool.volume("v", 0, 1 << 20, 4096, [0; 16]).unwrap();
         let before = flushes();
         v.write(0, &pattern(1, 4096), false).unwrap(); // provisions
@@ -1132,21 +1139,7 @@ mod tests {
 
     #[test]
     fn a_read_hands_its_mapped_blocks_to_the_data_device_in_one_call() {
-        use crate::bdev::malloc::Malloc;
-        let (spy, log) =
-            crate::bdev::spy::Spy::new(Malloc::new("d", 64 * 128, 512, [1; 16]).unwrap());
-        let pool = ThinPool::create_on(
-            PoolDevices {
-                meta: Box::new(Malloc::new("m", 1024, 4096, [0; 16]).unwrap()),
-                meta_region: Region::WHOLE,
-                data: Some(Box::new(spy)),
-                data_region: Region::WHOLE,
-            },
-            128,
-            64,
-        )
-        .unwrap();
-        pool.with_pool(|p| p.create_thin(0)).unwrap();
+        let (pool, log) = spied_pool(64 * 128, 512);
         let mut v = pool.volume("v", 0, 64 * 65536, 4096, [0; 16]).unwrap();
         // Data blocks 0 and 2 (and 3's neighbour 4) mapped, 1 and 3 not.
         for vb in [0u64, 2, 4] {
